@@ -1,0 +1,199 @@
+"""Validation of the composed config: every check that can run before a model, a dataset or torch is loaded.
+
+A failed check raises `UserError` with one paragraph naming the bad value and what would work;
+`medexp.train.main` prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+LOCAL_FILE_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class UserError(Exception):
+    """Bad input the user can fix. Its message is a complete paragraph; no traceback is shown."""
+
+
+def assets_dir() -> str:
+    """Where the tiny model and sample data live inside the installed medexp package."""
+    return str(files("medexp") / "assets")
+
+
+def register_resolvers() -> None:
+    """`${medexp_assets:}` in configs resolves to `assets_dir()`."""
+    if not OmegaConf.has_resolver("medexp_assets"):
+        OmegaConf.register_new_resolver("medexp_assets", assets_dir)
+
+
+def _number(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{key} must be a number, got {value!r}. Set it on the command line, e.g. {key}=…")
+    return value
+
+
+def _positive_int(cfg: DictConfig, key: str, example: int) -> int:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(
+            f"{key} must be a positive whole number, got {value!r}. For example: {key}={example}."
+        )
+    return value
+
+
+def looks_like_local_path(name_or_path: str) -> bool:
+    """Hub ids are `name` or `namespace/name`; anything else (absolute, ./, ~, deeper nesting) is a path."""
+    return (
+        name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()
+    )
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """Dotted keys still set to `???`, found without resolving any interpolation."""
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif node == "???":
+            found.append(prefix[:-1])
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return sorted(found)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise UserError on the first bad value. Cheap: no torch, no network, no model."""
+    missing = missing_keys(cfg)
+    if missing:
+        raise UserError(
+            f"These required config values are missing: {', '.join(missing)}. Set them with key=value."
+        )
+
+    _validate_lora(cfg)
+    _validate_trainer(cfg)
+    _validate_dataset(cfg)
+    _validate_model(cfg)
+    unknown = [m for m in cfg.eval.metrics if m not in ("loss", "perplexity")]
+    if unknown:
+        raise UserError(f"eval.metrics has unknown names {unknown}. Known: loss, perplexity.")
+    allowed = ["eval_loss"] + [f"eval/{m}" for m in cfg.eval.metrics]
+    if cfg.optimized_metric not in allowed:
+        raise UserError(
+            f"optimized_metric={cfg.optimized_metric!r} is not a metric this run produces. "
+            f"Choose one of: {', '.join(allowed)}."
+        )
+
+
+def _validate_lora(cfg: DictConfig) -> None:
+    _positive_int(cfg, "lora.r", 16)
+    if _number(cfg, "lora.alpha") <= 0:
+        raise UserError(f"lora.alpha must be positive, got {cfg.lora.alpha}. 2 x lora.r is the usual start.")
+    if not 0 <= _number(cfg, "lora.dropout") < 1:
+        raise UserError(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}. 0.05 is a common choice.")
+    quant = cfg.lora.quantization
+    if quant is None:
+        return
+    if quant.bits not in (4, 8):
+        raise UserError(f"lora.quantization.bits must be 4 or 8, got {quant.bits!r}.")
+    if quant.quant_type not in ("nf4", "fp4"):
+        raise UserError(f"lora.quantization.quant_type must be nf4 or fp4, got {quant.quant_type!r}.")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(
+            "lora=qlora needs bitsandbytes, which is not installed. Install the qlora extra with "
+            "`pip install 'medexp[qlora]'` (or `pip install bitsandbytes`), or train without quantization "
+            "with lora=default."
+        )
+
+
+def _validate_trainer(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    if _number(cfg, "trainer.learning_rate") <= 0:
+        raise UserError(
+            f"trainer.learning_rate must be positive, got {t.learning_rate}. "
+            "LoRA runs usually use 1e-4 to 3e-4, e.g. trainer.learning_rate=2e-4."
+        )
+    if not 0 <= _number(cfg, "trainer.warmup_ratio") < 1:
+        raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {t.warmup_ratio}.")
+    if _number(cfg, "trainer.weight_decay") < 0:
+        raise UserError(f"trainer.weight_decay must be >= 0, got {t.weight_decay}.")
+    if _number(cfg, "trainer.max_grad_norm") <= 0:
+        raise UserError(f"trainer.max_grad_norm must be positive, got {t.max_grad_norm}.")
+    for key, example in [
+        ("batch_size", 8),
+        ("eval_batch_size", 16),
+        ("gradient_accumulation_steps", 1),
+        ("eval_steps", 100),
+        ("logging_steps", 10),
+    ]:
+        _positive_int(cfg, f"trainer.{key}", example)
+    if _number(cfg, "trainer.max_steps") <= 0 and _number(cfg, "trainer.epochs") <= 0:
+        raise UserError(
+            f"trainer.epochs must be positive when trainer.max_steps is not set, got {t.epochs}. "
+            "For example trainer.epochs=3, or trainer.max_steps=500."
+        )
+    if t.early_stopping_patience is not None:
+        _positive_int(cfg, "trainer.early_stopping_patience", 3)
+    if t.precision not in PRECISIONS:
+        raise UserError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}.")
+    if t.padding_free not in ("auto", True, False):
+        raise UserError(f"trainer.padding_free must be auto, true or false, got {t.padding_free!r}.")
+
+
+def _validate_dataset(cfg: DictConfig) -> None:
+    d = cfg.dataset
+    if not 0 < _number(cfg, "dataset.val_fraction") < 1:
+        raise UserError(
+            f"dataset.val_fraction must be strictly between 0 and 1, got {d.val_fraction}. "
+            "It is the share of pairs held out for validation, e.g. dataset.val_fraction=0.05."
+        )
+    _positive_int(cfg, "dataset.max_tokens", 1024)
+    if d.limit is not None:
+        _positive_int(cfg, "dataset.limit", 1000)
+    if not d.system_prompt or not str(d.system_prompt).strip():
+        raise UserError("dataset.system_prompt is empty. Every training pair is formatted with it; set one.")
+    if d.path is None:
+        if not d.name:
+            raise UserError(
+                "dataset.path is required: the dataset names neither a local file (dataset.path) nor a hub id "
+                "(dataset.name). Give a local .csv, .json, .jsonl or .parquet file, e.g. "
+                "`dataset=file dataset.path=data/my_qa.jsonl`, or use a hub dataset such as dataset=medquad."
+            )
+        return
+    path = Path(str(d.path)).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"dataset.path={d.path!r} does not exist or is not a file (resolved to {path.resolve()}). "
+            "Give the path of a local .csv, .json, .jsonl or .parquet file, relative to the directory you "
+            "launch from."
+        )
+    if path.suffix.lower() not in LOCAL_FILE_SUFFIXES:
+        raise UserError(
+            f"dataset.path={d.path!r} has suffix {path.suffix!r}, which medexp cannot read. "
+            f"Use one of {', '.join(LOCAL_FILE_SUFFIXES)}."
+        )
+
+
+def _validate_model(cfg: DictConfig) -> None:
+    name = str(cfg.model.name_or_path)
+    if looks_like_local_path(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise UserError(
+                f"model.name_or_path={name!r} looks like a local path but no such directory exists. "
+                "Give a directory holding config.json and the weights (as saved by save_pretrained), or a hub "
+                "id such as HuggingFaceTB/SmolLM-135M-Instruct."
+            )
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"model.name_or_path={name!r} is a directory but has no config.json, so it is not a saved "
+                "model. Point it at the folder that save_pretrained wrote."
+            )

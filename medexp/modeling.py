@@ -1,0 +1,143 @@
+"""Base model, tokenizer and LoRA / QLoRA adapters."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+from medexp.config import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+def _hub_kwargs(model_cfg: DictConfig) -> dict:
+    return {"revision": model_cfg.revision, "trust_remote_code": bool(model_cfg.trust_remote_code)}
+
+
+def _load_error(model_cfg: DictConfig, err: Exception) -> UserError:
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return UserError(
+        f"Could not load model {model_cfg.name_or_path!r}: {first_line}. It must be a local directory written "
+        "by save_pretrained, a model already in the Hugging Face cache, or a hub id reachable from here "
+        "(HF_HUB_OFFLINE=1 only reads the cache). model=tiny needs no network."
+    )
+
+
+def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with a pad token and a chat template."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_cfg.name_or_path), **_hub_kwargs(model_cfg))
+    except (OSError, ValueError) as err:
+        raise _load_error(model_cfg, err) from None
+    if tokenizer.chat_template is None:
+        raise UserError(
+            f"The tokenizer of {model_cfg.name_or_path!r} has no chat template, so medexp cannot format "
+            "system prompt, question and answer consistently. Use an instruct/chat model (e.g. "
+            "model=smollm_135m_instruct) or save a tokenizer with a chat_template."
+        )
+    if tokenizer.pad_token is None:
+        # Padding positions never reach the loss (TRL's collator masks them), so reusing EOS is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("tokenizer has no pad token; using its eos token %r", tokenizer.eos_token)
+    return tokenizer
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU. Explicit values are checked."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        if not cuda:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and not cuda:
+        raise UserError(
+            "trainer.precision=fp16 needs a CUDA GPU and none is available. Use trainer.precision=auto "
+            "(fp32 on CPU) or trainer.precision=bf16."
+        )
+    return precision
+
+
+def _dtype(model_cfg: DictConfig, precision: str) -> torch.dtype:
+    import torch
+
+    if model_cfg.dtype != "auto":
+        return getattr(torch, str(model_cfg.dtype))
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def _quantization_config(quant: DictConfig):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        warnings.warn(
+            "lora=qlora without a CUDA GPU: bitsandbytes runs 4-bit layers on the CPU (AVX2), which works but "
+            "is many times slower than on a GPU.",
+            stacklevel=2,
+        )
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=str(quant.quant_type),
+        bnb_4bit_use_double_quant=bool(quant.double_quant),
+        bnb_4bit_compute_dtype=getattr(torch, str(quant.compute_dtype)),
+    )
+
+
+def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, gradient_checkpointing: bool):
+    """The base model with fresh LoRA adapters; only the adapters are trainable."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": _dtype(model_cfg, precision), "attn_implementation": model_cfg.attn_implementation}
+    if lora_cfg.quantization is not None:
+        kwargs["quantization_config"] = _quantization_config(lora_cfg.quantization)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_cfg.name_or_path), **_hub_kwargs(model_cfg), **kwargs
+        )
+    except (OSError, ValueError, ImportError) as err:
+        raise _load_error(model_cfg, err) from None
+    if lora_cfg.quantization is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+
+    target = lora_cfg.target_modules
+    peft_config = LoraConfig(
+        r=int(lora_cfg.r),
+        lora_alpha=float(lora_cfg.alpha),
+        lora_dropout=float(lora_cfg.dropout),
+        target_modules=target if isinstance(target, str) else list(target),
+        bias=str(lora_cfg.bias),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, peft_config)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info(
+        "LoRA: %s trainable of %s parameters (%.2f%%)",
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
+    return model
+
+
+def base_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The frozen base weights of a PEFT model, under the base model's own parameter names."""
+    return {
+        name.replace("base_model.model.", "", 1).replace(".base_layer", ""): tensor
+        for name, tensor in model.state_dict().items()
+        if "lora_" not in name
+    }

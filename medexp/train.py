@@ -1,0 +1,120 @@
+"""Train one tracked LoRA run: `python -m medexp.train [group=option ...] [key=value ...]`.
+
+The flow, top to bottom: validate the composed config -> read and clean the data -> tokenizer -> chat-format,
+length-filter and split -> open the MLflow run (params, config, data counts) -> base model + LoRA -> evaluate the untouched
+model -> train -> evaluate the best checkpoint -> save and log the adapter -> return the optimized metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from medexp.config import UserError, validate
+
+log = logging.getLogger("medexp.train")
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, float]
+    output_dir: Path
+    adapter_dir: Path
+    run_id: str | None = None
+    model: Any = field(default=None, repr=False)  # the trained PEFT model, for callers that keep going
+
+
+def _hydra_overrides() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return " ".join(HydraConfig.get().overrides.task)
+
+
+def train(cfg: DictConfig) -> RunResult:
+    """Run the whole flow for one composed config; returns metrics incl. `cfg.optimized_metric`."""
+    validate(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from medexp.data import load_pairs, prepare_data
+
+    raw = load_pairs(cfg.dataset)  # read + find columns + drop empty rows: bad data fails before any model
+
+    # Heavy imports only now that the config and the data are known to be sound.
+    from transformers import set_seed
+
+    from medexp.evaluation import held_out_metrics
+    from medexp.modeling import load_model, load_tokenizer, resolve_precision
+    from medexp.tracking import MetricsCallback, flatten, git_commit, start_run
+    from medexp.training import build_trainer
+
+    set_seed(cfg.seed)
+    precision = resolve_precision(cfg.trainer.precision)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(raw, cfg.dataset, tokenizer, cfg.seed)
+
+    config_path = output_dir / "config.yaml"
+    OmegaConf.save(cfg, config_path, resolve=True)
+    commit = git_commit()
+    tags = {
+        "mlflow.source.git.commit": commit,
+        "medexp.git_commit": commit,
+        "medexp.base_model": str(cfg.model.name_or_path),
+        "medexp.dataset": str(cfg.dataset.path or cfg.dataset.name),
+        "medexp.dataset_fingerprint": data.fingerprint,
+        "medexp.overrides": _hydra_overrides(),
+        "medexp.output_dir": str(output_dir.resolve()),
+    }
+    with start_run(cfg.tracking, tags) as tracker:
+        tracker.log_params(flatten(cfg))
+        tracker.log_artifact(config_path)
+        tracker.log_metrics(data.metrics())
+
+        model = load_model(cfg.model, cfg.lora, precision, cfg.trainer.gradient_checkpointing)
+        trainer = build_trainer(
+            cfg, model, tokenizer, data, output_dir, precision, [MetricsCallback(tracker)]
+        )
+
+        metrics: dict[str, float] = {}
+        if cfg.eval.before_training:
+            # The adapters start as a no-op (LoRA's B = 0), so this is the base model's score.
+            metrics.update(held_out_metrics(trainer, cfg.eval.metrics, prefix="eval/base/"))
+            trainer.evaluate()  # also puts eval_loss at step 0, so the curve starts at the base model
+        trainer.train()
+
+        best = trainer.state.best_metric  # best eval_loss over the run; its checkpoint is now loaded
+        metrics.update(held_out_metrics(trainer, cfg.eval.metrics))
+        tracker.log_metrics(metrics, step=trainer.state.global_step)
+        # eval_loss is already a per-step curve in the run; the returned value is its best point.
+        metrics["eval_loss"] = best if best is not None else trainer.evaluate()["eval_loss"]
+
+        adapter_dir = output_dir / "adapter"
+        trainer.model.save_pretrained(adapter_dir)  # adapter weights only, as safetensors
+        tokenizer.save_pretrained(adapter_dir)
+        if cfg.tracking.get("log_adapter", False):
+            tracker.log_artifacts(adapter_dir, "adapter")
+
+    log.info("%s", "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    log.info("adapter saved to %s", adapter_dir)
+    return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, trainer.model)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    try:
+        result = train(cfg)
+    except UserError as err:
+        print(f"medexp: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return result.metrics[cfg.optimized_metric]
+
+
+if __name__ == "__main__":
+    main()

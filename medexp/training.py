@@ -1,0 +1,89 @@
+"""TRL SFTTrainer built from the `trainer` group, on pre-tokenized data with loss on answer tokens only."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from medexp.config import UserError
+from medexp.data import PreparedData
+
+log = logging.getLogger(__name__)
+
+FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def use_padding_free(trainer_cfg: DictConfig, model_cfg: DictConfig) -> bool:
+    """Padding-free batches (sequences concatenated, no pad tokens computed) need a varlen attention kernel."""
+    flash = model_cfg.attn_implementation in FLASH_ATTENTION
+    if trainer_cfg.padding_free == "auto":
+        return flash
+    if trainer_cfg.padding_free and not flash:
+        raise UserError(
+            f"trainer.padding_free=true needs model.attn_implementation=flash_attention_2 (or _3), but it is "
+            f"{model_cfg.attn_implementation!r}. Install flash-attn on a GPU machine and set "
+            "model.attn_implementation=flash_attention_2, or use trainer.padding_free=auto."
+        )
+    return bool(trainer_cfg.padding_free)
+
+
+def build_trainer(
+    cfg: DictConfig, model, tokenizer, data: PreparedData, output_dir: Path, precision: str, callbacks
+):
+    import torch
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig, SFTTrainer
+
+    t = cfg.trainer
+    padding_free = use_padding_free(t, cfg.model)
+    log.info("precision %s, padding-free batches %s", precision, "on" if padding_free else "off")
+    args = SFTConfig(
+        output_dir=str(output_dir / "checkpoints"),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=float(t.warmup_ratio),  # a float in [0, 1) is a ratio of all steps in transformers 5
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.eval_steps,  # checkpoint at every evaluation, so the best one can be kept and reloaded
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=t.logging_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        # Always explicit: TRL's SFTConfig turns checkpointing on by default; the gradient_* names are deprecated.
+        activation_checkpointing=bool(t.gradient_checkpointing),
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        optim=t.optim,
+        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        prediction_loss_only=True,  # evaluation needs the loss only, not the logits
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",  # medexp's own MetricsCallback logs to MLflow
+        max_length=None,  # pairs over dataset.max_tokens were already dropped, never truncated
+        padding_free=padding_free,
+        completion_only_loss=True,  # loss on the answer tokens (completion_mask) only
+    )
+    if t.early_stopping_patience is not None:
+        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )

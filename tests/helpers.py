@@ -1,0 +1,56 @@
+"""Helpers shared by the tests: configs composed in-process, the CLI as a user runs it, asset paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import medexp  # noqa: F401  (registers the ${medexp_assets:} resolver)
+from medexp.config import assets_dir
+
+# Tests never reach the network: any hub access fails fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TINY_MODEL = Path(assets_dir()) / "tiny_llama"
+SAMPLE = Path(assets_dir()) / "sample" / "medquad_sample.jsonl"
+
+
+def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
+    """The config `python -m medexp.train *overrides` would run, writing only under tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module("medexp.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *overrides,
+                f"paths.output_root={tmp_path / 'outputs'}",
+                f"paths.multirun_root={tmp_path / 'multirun'}",
+                f"paths.mlruns_dir={tmp_path / 'mlruns'}",
+            ],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...}, as inside a real run
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "outputs" / "run")
+        del cfg["hydra"]
+    return cfg
+
+
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 180, prelude: str = ""
+) -> subprocess.CompletedProcess:
+    """`python -m medexp.train *args` in cwd, as a user would type it. `prelude` runs first in the process."""
+    code = f"{prelude}\nimport runpy, sys\nsys.argv = ['medexp.train', *sys.argv[1:]]\n"
+    code += "runpy.run_module('medexp.train', run_name='__main__', alter_sys=True)"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

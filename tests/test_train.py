@@ -1,0 +1,184 @@
+"""The smoke run end to end, in-process, against a real MLflow SQLite store; failures; the CLI's bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from medexp.tracking import git_commit
+from medexp.train import train
+from tests.helpers import TINY_MODEL, compose_config, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    cfg = compose_config(["experiment=smoke"], tmp)
+    result = train(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("medexp-smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    return cfg, result, client, runs
+
+
+def test_one_finished_run(smoke):
+    _, result, _, runs = smoke
+    assert len(runs) == 1
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_id == result.run_id
+
+
+def test_params_are_the_flattened_resolved_config(smoke):
+    cfg, _, _, runs = smoke
+    params = runs[0].data.params
+    assert params["lora.r"] == "8"
+    assert params["lora.alpha"] == "32"
+    assert params["trainer.learning_rate"] == "0.003"
+    assert params["trainer.max_steps"] == "40"
+    assert params["dataset.val_fraction"] == "0.1"
+    assert params["model.name_or_path"] == str(TINY_MODEL)  # resolved, not ${paths.assets_dir}/...
+    assert params["seed"] == "42"
+
+
+def test_metrics_at_each_step(smoke):
+    _, result, client, runs = smoke
+    run_id = runs[0].info.run_id
+
+    def steps(name):
+        return [m.step for m in client.get_metric_history(run_id, name)]
+
+    assert steps("train_loss") == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert steps("learning_rate") == steps("train_loss")
+    assert steps("grad_norm") == steps("train_loss")
+    assert steps("throughput_tokens_per_s") == steps("train_loss")
+    assert steps("eval_loss") == [0, 10, 20, 30, 40]  # step 0 = the base model, before training
+    assert all(m.value > 0 for m in client.get_metric_history(run_id, "throughput_tokens_per_s"))
+    metrics = runs[0].data.metrics
+    for name in ("eval/loss", "eval/perplexity", "eval/base/loss", "eval/base/perplexity", "data/rows_in"):
+        assert name in metrics
+    assert metrics["data/rows_in"] == 360 and metrics["data/rows_kept"] == 360
+
+
+def test_eval_loss_fell_at_least_ten_percent(smoke):
+    _, result, client, runs = smoke
+    m = result.metrics
+    assert m["eval/loss"] <= 0.9 * m["eval/base/loss"], m
+    history = [x.value for x in client.get_metric_history(runs[0].info.run_id, "eval_loss")]
+    assert history[-1] <= 0.9 * history[0]
+    # train() returns the best eval_loss seen during training, which a sweeper optimizes
+    assert m["eval_loss"] == pytest.approx(min(history[1:]))
+    assert m["eval/loss"] == pytest.approx(m["eval_loss"], rel=1e-4)  # the best checkpoint is what was kept
+
+
+def test_artifacts(smoke):
+    _, result, client, runs = smoke
+    run_id = runs[0].info.run_id
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "adapter"} <= top
+    adapter = {Path(a.path).name for a in client.list_artifacts(run_id, "adapter")}
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= adapter
+    config = Path(client.download_artifacts(run_id, "config.yaml", str(result.output_dir / "dl"))).read_text()
+    assert "${" not in config and "r: 8" in config  # resolved
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()  # also in the Hydra run directory
+
+
+def test_tags(smoke):
+    cfg, _, _, runs = smoke
+    tags = runs[0].data.tags
+    assert tags["medexp.base_model"] == str(TINY_MODEL)
+    assert len(tags["medexp.dataset_fingerprint"]) == 16
+    assert tags["medexp.output_dir"] == str(Path(cfg.paths.output_dir).resolve())
+    commit = git_commit()
+    if commit is None:
+        assert "medexp.git_commit" not in tags
+    else:
+        assert tags["medexp.git_commit"] == commit == tags["mlflow.source.git.commit"]
+
+
+def test_adapter_weights_changed_and_base_weights_did_not(smoke):
+    from transformers import AutoModelForCausalLM
+
+    from medexp.modeling import base_state
+
+    _, result, _, _ = smoke
+    saved = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert saved and all("lora_" in name for name in saved)  # the adapter holds no base weights
+    lora_b = [t for name, t in saved.items() if "lora_B" in name]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: training moved it
+
+    fresh = AutoModelForCausalLM.from_pretrained(TINY_MODEL).state_dict()
+    trained = base_state(result.model)
+    assert set(trained) == set(fresh)
+    for name, tensor in fresh.items():
+        assert torch.equal(trained[name], tensor), name
+
+
+def test_exception_mid_run_marks_the_run_failed(tmp_path):
+    """An error after the run opened (here: an optimizer transformers does not know) ends it FAILED."""
+    cfg = compose_config(["experiment=smoke", "trainer.optim=no_such_optimizer"], tmp_path)
+    with pytest.raises(ValueError, match="no_such_optimizer"):
+        train(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("medexp-smoke").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "no_such_optimizer" in run.data.tags["error"]
+    assert run.data.params["trainer.optim"] == "no_such_optimizer"  # what was asked for is on record
+
+
+BAD_INPUT = [
+    (["lora.r=0"], "lora.r must be a positive whole number, got 0"),
+    (["lora.r=-4"], "lora.r must be a positive whole number, got -4"),
+    (["trainer.learning_rate=0"], "trainer.learning_rate must be positive, got 0"),
+    (["trainer.learning_rate=-1e-4"], "trainer.learning_rate must be positive"),
+    (["dataset.val_fraction=0"], "dataset.val_fraction must be strictly between 0 and 1, got 0"),
+    (["dataset.val_fraction=1.5"], "dataset.val_fraction must be strictly between 0 and 1, got 1.5"),
+    (["dataset=file"], "dataset.path is required"),
+    (["dataset=file", "dataset.path=no/such/file.csv"], "does not exist or is not a file"),
+    (["dataset=file", "dataset.path=COLUMNS"], "Could not find an answer column. Columns found: 'q', 'resp'"),
+    (["model.name_or_path=/no/such/model"], "looks like a local path but no such directory exists"),
+    (["lora=qlora"], "pip install 'medexp[qlora]'"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
+def test_bad_input_is_one_paragraph_and_exit_2(tmp_path, overrides, message):
+    (tmp_path / "cols.csv").write_text("q,resp\nWhat is gout?,A joint condition.\n")
+    overrides = [o.replace("COLUMNS", "cols.csv") for o in overrides]
+    # bitsandbytes hidden, so the qlora case behaves as on a machine without the extra
+    proc = run_cli(
+        ["experiment=smoke", *overrides], tmp_path, prelude="import sys; sys.modules['bitsandbytes'] = None"
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("medexp: error: ") and proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "mlruns").exists()  # stopped before any run was opened
+
+
+def test_cli_smoke_run(tmp_path):
+    """`python -m medexp.train experiment=smoke` from a fresh directory, as the README says."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "medexp.train", "experiment=smoke"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (adapter,) = tmp_path.glob("outputs/*/*/adapter/adapter_model.safetensors")
+    assert (adapter.parent.parent / "config.yaml").is_file()
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    assert list((tmp_path / "mlruns" / "artifacts").glob("*/artifacts/adapter/adapter_model.safetensors"))
