@@ -23,7 +23,7 @@ def _hub_kwargs(model_cfg: DictConfig) -> dict:
 
 
 def _load_error(model_cfg: DictConfig, err: Exception) -> UserError:
-    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
     return UserError(
         f"Could not load model {model_cfg.name_or_path!r}: {first_line}. It must be a local directory written "
         "by save_pretrained, a model already in the Hugging Face cache, or a hub id reachable from here "

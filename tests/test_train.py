@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,17 @@ def test_bad_input_is_one_paragraph_and_exit_2(tmp_path, overrides, message):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("medexp: error: ") and proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "mlruns").exists()  # stopped before any run was opened
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs the qlora extra")
+def test_qlora_smoke_run(tmp_path):
+    """lora=qlora end to end: a 4-bit NF4 base (on the CPU here, through bitsandbytes), loss still falls."""
+    cfg = compose_config(["experiment=smoke", "lora=qlora"], tmp_path)
+    result = train(cfg)
+    assert result.metrics["eval/loss"] <= 0.9 * result.metrics["eval/base/loss"], result.metrics
+    q_proj = result.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert type(q_proj).__name__ == "Linear4bit"
 
 
 def test_cli_smoke_run(tmp_path):

@@ -87,7 +87,7 @@ def _read_hub(name: str, split: str) -> pd.DataFrame:
     try:
         return datasets.load_dataset(name, split=split).to_pandas()
     except Exception as err:  # datasets raises many types for "not found" / offline / bad split
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
         raise UserError(
             f"Could not load dataset {name!r} (split {split!r}) from the Hugging Face Hub or its cache: "
             f"{first_line}. Check the id and split, your network (HF_HUB_OFFLINE=1 only reads the cache), or "
