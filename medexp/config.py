@@ -27,9 +27,11 @@ def assets_dir() -> str:
 
 
 def register_resolvers() -> None:
-    """`${medexp_assets:}` in configs resolves to `assets_dir()`."""
+    """`${medexp_assets:}` -> `assets_dir()`; `${medexp_mul:a,b}` -> a x b (e.g. lora.alpha as a multiple of r)."""
     if not OmegaConf.has_resolver("medexp_assets"):
         OmegaConf.register_new_resolver("medexp_assets", assets_dir)
+    if not OmegaConf.has_resolver("medexp_mul"):
+        OmegaConf.register_new_resolver("medexp_mul", lambda a, b: a * b)
 
 
 def _number(cfg: DictConfig, key: str) -> Any:

@@ -18,6 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
+from medexp.dblock import setup_lock
+
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -82,7 +84,7 @@ class MlflowTracker(Tracker):
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        batch = [RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in tags.items() if v is not None]
+        batch = [RunTag(k, v) for k, v in clean_tags(tags).items()]
         self.client.log_batch(self.run_id, tags=batch)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -106,26 +108,34 @@ def _experiment_id(client: Any, tracking_cfg: DictConfig, uri: str) -> str:
     return client.create_experiment(str(tracking_cfg.experiment), artifact_location=location)
 
 
+def mlflow_client(tracking_cfg: DictConfig) -> tuple[Any, str]:
+    """A client for `tracking.uri` (its SQLite folder created) and the id of `tracking.experiment`."""
+    from mlflow.tracking import MlflowClient
+
+    uri = str(tracking_cfg.uri)
+    # Parallel workers: one creates (and migrates) the SQLite store and the experiment, the rest find them.
+    with setup_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        return client, _experiment_id(client, tracking_cfg, uri)
+
+
+def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
+    return {k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items() if v is not None}
+
+
 @contextmanager
-def start_run(tracking_cfg: DictConfig, tags: dict[str, str | None]) -> Iterator[Tracker]:
+def start_run(
+    tracking_cfg: DictConfig, tags: dict[str, str | None], run_name: str | None = None
+) -> Iterator[Tracker]:
     """Open an MLflow run (or a no-op tracker with tracking=none) and always close it with a final status."""
     if not tracking_cfg.enabled:
         yield Tracker()
         return
 
-    from mlflow.tracking import MlflowClient
-
-    uri = str(tracking_cfg.uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
-    run = client.create_run(
-        _experiment_id(client, tracking_cfg, uri),
-        run_name=tracking_cfg.run_name,
-        tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items() if v is not None},
-    )
+    client, experiment_id = mlflow_client(tracking_cfg)
+    run = client.create_run(experiment_id, run_name=run_name or tracking_cfg.run_name, tags=clean_tags(tags))
     run_id = run.info.run_id
-    log.info("MLflow run %s (experiment %r) at %s", run_id, tracking_cfg.experiment, uri)
+    log.info("MLflow run %s (experiment %r) at %s", run_id, tracking_cfg.experiment, tracking_cfg.uri)
     try:
         yield MlflowTracker(client, run_id)
     except KeyboardInterrupt:

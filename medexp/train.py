@@ -27,6 +27,7 @@ class RunResult:
     output_dir: Path
     adapter_dir: Path
     run_id: str | None = None
+    pruned_at: int | None = None  # the step at which an Optuna trial was pruned
     model: Any = field(default=None, repr=False)  # the trained PEFT model, for callers that keep going
 
 
@@ -36,6 +37,13 @@ def _hydra_overrides() -> str | None:
     if not HydraConfig.initialized():
         return None
     return " ".join(HydraConfig.get().overrides.task)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def train(cfg: DictConfig) -> RunResult:
@@ -52,13 +60,14 @@ def train(cfg: DictConfig) -> RunResult:
 
     from medexp.evaluation import held_out_metrics
     from medexp.modeling import load_model, load_tokenizer, resolve_precision
+    from medexp.sweeping import RUN_ID_ATTR, STEPS_ATTR, connect_trial
     from medexp.tracking import MetricsCallback, flatten, git_commit, start_run
     from medexp.training import build_trainer
 
-    set_seed(cfg.seed)
     precision = resolve_precision(cfg.trainer.precision)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(raw, cfg.dataset, tokenizer, cfg.seed)
+    trial = connect_trial(cfg.get("optuna"))  # the Optuna trial this run is, in a sweep; else None
 
     config_path = output_dir / "config.yaml"
     OmegaConf.save(cfg, config_path, resolve=True)
@@ -72,11 +81,23 @@ def train(cfg: DictConfig) -> RunResult:
         "medexp.overrides": _hydra_overrides(),
         "medexp.output_dir": str(output_dir.resolve()),
     }
-    with start_run(cfg.tracking, tags) as tracker:
+    if trial is not None:
+        tags |= {
+            "mlflow.parentRunId": trial.parent_run_id,
+            "medexp.optuna_study": trial.study_name,
+            "medexp.optuna_trial": str(trial.number),
+            "medexp.trial_state": "RUNNING",
+        }
+    run_name = cfg.tracking.get("run_name") or (f"trial_{trial.number}" if trial is not None else None)
+    with start_run(cfg.tracking, tags, run_name) as tracker:
         tracker.log_params(flatten(cfg))
         tracker.log_artifact(config_path)
         tracker.log_metrics(data.metrics())
+        if trial is not None:
+            trial.trial.set_user_attr(RUN_ID_ATTR, tracker.run_id)
 
+        # Seeded here, not earlier: MLflow draws generated run names from the same global RNG.
+        set_seed(cfg.seed)
         model = load_model(cfg.model, cfg.lora, precision, cfg.trainer.gradient_checkpointing)
         trainer = build_trainer(
             cfg, model, tokenizer, data, output_dir, precision, [MetricsCallback(tracker)]
@@ -87,6 +108,8 @@ def train(cfg: DictConfig) -> RunResult:
             # The adapters start as a no-op (LoRA's B = 0), so this is the base model's score.
             metrics.update(held_out_metrics(trainer, cfg.eval.metrics, prefix="eval/base/"))
             trainer.evaluate()  # also puts eval_loss at step 0, so the curve starts at the base model
+        if trial is not None:  # added after the base evaluation: only trained steps are reported
+            trainer.add_callback(trial.callback())
         trainer.train()
 
         best = trainer.state.best_metric  # best eval_loss over the run; its checkpoint is now loaded
@@ -100,10 +123,17 @@ def train(cfg: DictConfig) -> RunResult:
         tokenizer.save_pretrained(adapter_dir)
         if cfg.tracking.get("log_adapter", False):
             tracker.log_artifacts(adapter_dir, "adapter")
+        if trial is not None:
+            trial.trial.set_user_attr(STEPS_ATTR, trainer.state.global_step)
+            pruned = trial.pruned_at is not None
+            tracker.set_tags(
+                {"medexp.trial_state": "PRUNED" if pruned else "COMPLETE", "pruned": str(pruned).lower()}
+            )
 
     log.info("%s", "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     log.info("adapter saved to %s", adapter_dir)
-    return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, trainer.model)
+    pruned_at = trial.pruned_at if trial is not None else None
+    return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, pruned_at, trainer.model)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name="train")
@@ -111,8 +141,14 @@ def main(cfg: DictConfig) -> float:
     try:
         result = train(cfg)
     except UserError as err:
+        if _in_multirun():
+            raise  # the sweeper records the trial as failed, with this message, and goes on
         print(f"medexp: error: {err}", file=sys.stderr)
         sys.exit(2)
+    if result.pruned_at is not None:
+        import optuna
+
+        raise optuna.TrialPruned(f"pruned at step {result.pruned_at}")  # the sweeper tells Optuna PRUNED
     return result.metrics[cfg.optimized_metric]
 
 

@@ -1,0 +1,129 @@
+"""Optuna pieces shared by the sweeper (hydra_plugins/medexp_optuna_sweeper) and the trials it launches.
+
+A trial learns which study and trial it is from the `optuna` config node (set by the sweeper as overrides),
+reconnects to the study's storage from whatever process or machine runs it, reports eval_loss at every
+evaluation, and stops training when the study's pruner says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from medexp.dblock import setup_lock
+
+log = logging.getLogger(__name__)
+
+# Study and trial user attributes medexp reads and writes.
+PRUNER_ATTR = "medexp.pruner"  # study: the pruner spec, so trial processes build the same pruner
+PARENT_RUN_ATTR = "medexp.mlflow_parent_run_id"  # study: the MLflow run grouping all trials
+RUN_ID_ATTR = "medexp.mlflow_run_id"  # trial: its child MLflow run
+STEPS_ATTR = "medexp.steps"  # trial: optimizer steps it consumed
+ERROR_ATTR = "medexp.error"  # trial: why it failed (absent on interrupted trials)
+OVERRIDES_ATTR = "medexp.overrides"  # trial: the overrides it ran with
+WORKER_ATTR = "medexp.worker"  # trial: host:pid of the sweeper process that runs it
+SURPLUS_ATTR = "medexp.surplus"  # trial: asked beyond n_trials by a racing worker, never run
+
+PRUNERS = ("median", "hyperband", "none")
+
+
+def open_storage(url: str, heartbeat: bool = False):
+    """An Optuna RDB storage; SQLite waits for locks held by parallel workers instead of failing."""
+    import optuna
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    # A running trial whose sweeper stopped sending heartbeats for 10 minutes is marked as interrupted.
+    beat = {"heartbeat_interval": 30, "grace_period": 600} if heartbeat else {}
+    with warnings.catch_warnings(), setup_lock(url):  # workers started together: one creates the tables
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+
+
+def make_pruner(spec: dict[str, Any]):
+    """`{"name": "median" | "hyperband" | "none", **kwargs}` -> an Optuna pruner."""
+    import optuna
+
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    name = spec.get("name", "none")
+    if name == "median":
+        return optuna.pruners.MedianPruner(**kwargs)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**kwargs)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+
+
+@dataclass
+class TrialReporter:
+    """The Optuna trial this run is, and a Trainer callback that reports to it and obeys its pruner."""
+
+    trial: Any
+    study_name: str
+    parent_run_id: str | None
+    pruned_at: int | None = None
+    reported: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        reporter = self
+
+        class ReportAndPrune(TrainerCallback):
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+                value = (metrics or {}).get("eval_loss")
+                if value is None:
+                    return
+                reporter.trial.report(float(value), step=state.global_step)
+                reporter.reported.append((state.global_step, float(value)))
+                if reporter.trial.should_prune():
+                    reporter.pruned_at = state.global_step
+                    log.info(
+                        "trial %d pruned at step %d (eval_loss %.4f)",
+                        reporter.number,
+                        state.global_step,
+                        value,
+                    )
+                    control.should_training_stop = True
+
+        return ReportAndPrune()
+
+
+def connect_trial(optuna_cfg: DictConfig | None) -> TrialReporter | None:
+    """The trial named by the `optuna` config node, or None for a single run."""
+    if optuna_cfg is None or optuna_cfg.get("trial") is None:
+        return None
+    import optuna
+
+    storage = open_storage(str(optuna_cfg.storage))
+    study_id = storage.get_study_id_from_name(str(optuna_cfg.study_name))
+    attrs = storage.get_study_user_attrs(study_id)
+    study = optuna.load_study(
+        study_name=str(optuna_cfg.study_name), storage=storage, pruner=make_pruner(attrs.get(PRUNER_ATTR, {}))
+    )
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(optuna_cfg.trial))
+    return TrialReporter(
+        trial=optuna.trial.Trial(study, trial_id),
+        study_name=str(optuna_cfg.study_name),
+        parent_run_id=attrs.get(PARENT_RUN_ATTR),
+    )
+
+
+def is_finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def to_plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

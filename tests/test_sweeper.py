@@ -1,0 +1,253 @@
+"""medexp's Optuna sweeper through `python -m medexp.train --multirun`, on the smoke preset, real SQLite storage."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.medexp_optuna_sweeper.sweeper import search_space
+
+FAST = ["experiment=smoke", "trainer.max_steps=10", "trainer.eval_steps=5"]
+
+
+def sweep_cmd(n_trials: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "medexp.train",
+        "--multirun",
+        "hparams_search=lora_optuna",
+        *FAST,
+        f"hydra.sweeper.n_trials={n_trials}",
+        *extra,
+    ]
+
+
+def sweep(tmp_path: Path, n_trials: int, *extra: str, expect: int = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        sweep_cmd(n_trials, *extra), cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc
+
+
+def storage(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/multirun/lora_optuna/optuna.db"
+
+
+def study(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="lora_optuna", storage=storage(tmp_path))
+
+
+def states(tmp_path: Path) -> dict[int, str]:
+    return {t.number: t.state.name for t in study(tmp_path).trials if not t.user_attrs.get("medexp.surplus")}
+
+
+def seeded_study(tmp_path: Path, *params: dict) -> None:
+    """Create the study before the sweep and queue trials with chosen params, as a user seeding a search."""
+    (tmp_path / "multirun" / "lora_optuna").mkdir(parents=True)
+    s = optuna.create_study(study_name="lora_optuna", storage=storage(tmp_path))
+    for p in params:
+        s.enqueue_trial(p)
+
+
+def mlflow_runs(tmp_path: Path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("medexp-smoke").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("medexp.role") == "study"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def test_search_space_follows_hydras_grammar():
+    space, fixed = search_space(
+        [
+            "lora.r=choice(4, 8, 16)",
+            "trainer.learning_rate=tag(log, interval(1e-5, 1e-3))",
+            "lora.dropout=interval(0.0, 0.2)",
+            "trainer.batch_size=interval(4, 16)",
+            "trainer.eval_steps=range(10, 40, 10)",
+            "experiment=smoke",
+            "lora.alpha=16",
+        ]
+    )
+    assert space == {
+        "lora.r": CategoricalDistribution([4, 8, 16]),
+        "trainer.learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
+        "lora.dropout": FloatDistribution(0.0, 0.2),
+        "trainer.batch_size": FloatDistribution(4.0, 16.0),  # Hydra parses interval() bounds as floats
+        "trainer.eval_steps": IntDistribution(10, 30, step=10),  # stop excluded, as range() in Hydra
+    }
+    assert fixed == {"experiment": "smoke", "lora.alpha": "16"}
+    # a plain value on the command line fixes a parameter of the configured space
+    space, fixed = search_space(["lora.r=choice(4, 8)", "lora.r=8"])
+    assert space == {} and fixed == {"lora.r": "8"}
+
+
+def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
+    proc = sweep(tmp_path, 4)
+    assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE", 3: "COMPLETE"}
+
+    client, parents, children = mlflow_runs(tmp_path)
+    (parent,) = parents
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.lora.r"] == "CategoricalDistribution(choices=(4, 8, 16, 32, 64))"
+    assert "log=True" in parent.data.params["search.trainer.learning_rate"]
+    assert (
+        parent.data.params["sampler"] == "TPESampler" and "seed: 42" in parent.data.params["sampler.config"]
+    )
+    assert "median" in parent.data.params["pruner"]
+    assert parent.data.metrics["trials/complete"] == 4
+    assert parent.data.metrics["best_value"] == pytest.approx(study(tmp_path).best_value)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "best_params.yaml", "plots"} <= artifacts
+    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"optimization_history.png", "param_importances.png", "intermediate_values.png"}
+
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.tags["medexp.optuna_trial"] for c in children) == ["0", "1", "2", "3"]
+    assert {c.data.tags["medexp.trial_state"] for c in children} == {"COMPLETE"}
+    assert {c.info.run_name for c in children} == {"trial_0", "trial_1", "trial_2", "trial_3"}
+    for child in children:  # lora.alpha = 2 x lora.r, as the search config says
+        assert int(child.data.params["lora.alpha"]) == 2 * int(child.data.params["lora.r"])
+
+    # the best trial is printed and saved, with a command that reproduces it as a single run
+    best = study(tmp_path).best_trial
+    out = proc.stdout
+    assert f"best trial: #{best.number}" in out
+    assert best.user_attrs["medexp.mlflow_run_id"] in out
+    (command,) = [line.split("reproduce: ", 1)[1] for line in out.splitlines() if "reproduce: " in line]
+    assert (
+        (tmp_path / "multirun" / "lora_optuna" / "report" / "best_params.yaml")
+        .read_text()
+        .count(f"trial: {best.number}")
+    )
+    args = shlex.split(command)[3:]
+    assert "--multirun" not in args and not any(a.startswith(("optuna.", "hydra.")) for a in args)
+    single = subprocess.run(
+        [sys.executable, "-m", "medexp.train", *args, "tracking=none", "hydra.run.dir=reproduced"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert f"eval_loss={best.value:.4f}" in single.stdout + single.stderr
+
+
+def test_bad_learning_rate_is_pruned(tmp_path):
+    good = {"lora.r": 8, "trainer.learning_rate": 1e-3}
+    seeded_study(tmp_path, good, good, {"lora.r": 8, "trainer.learning_rate": 1e-5})
+    proc = sweep(tmp_path, 3, "hydra.sweeper.pruner.n_startup_trials=2")
+    assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
+    pruned = study(tmp_path).trials[2]
+    assert pruned.user_attrs["medexp.steps"] == 5  # stopped at its first evaluation, not after 10 steps
+    _, _, children = mlflow_runs(tmp_path)
+    (child,) = [c for c in children if c.data.tags["medexp.optuna_trial"] == "2"]
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["pruned"] == "true" and child.data.tags["medexp.trial_state"] == "PRUNED"
+    assert "trial 2: pruned at step 5" in proc.stderr + proc.stdout
+    assert "Error executing job" not in proc.stderr + proc.stdout
+
+
+def test_resume_counts_finished_trials(tmp_path):
+    sweep(tmp_path, 2)
+    assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE"}
+    proc = sweep(tmp_path, 3)  # the same command, with the study's total raised to 3
+    assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
+    assert (proc.stdout + proc.stderr).count("Launching 1 jobs locally") == 1
+    _, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 3  # the resumed study kept its parent run
+    assert sweep(tmp_path, 3).stdout.count("Launching") == 0  # nothing left to do
+
+
+def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    good = {"lora.r": 8, "trainer.learning_rate": 1e-3}
+    seeded_study(tmp_path, {"lora.r": 0, "trainer.learning_rate": 1e-3}, good, good)
+    proc = sweep(tmp_path, 3, "lora.r=choice(0, 8)")
+    assert states(tmp_path) == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}
+    assert (
+        "lora.r must be a positive whole number, got 0"
+        in study(tmp_path).trials[0].user_attrs["medexp.error"]
+    )
+    assert "trial 0 failed: UserError: lora.r must be a positive whole number" in proc.stderr + proc.stdout
+
+
+def test_a_sweep_that_mostly_fails_stops_with_a_clear_message(tmp_path):
+    proc = sweep(tmp_path, 4, "trainer.optim=no_such_optimizer", expect=3)
+    assert states(tmp_path) == {0: "FAIL", 1: "FAIL", 2: "FAIL"}  # 3 > 0.5 x 4: the fourth never ran
+    assert "medexp: error: the sweep stopped: 3 trials failed, more than max_failure_rate=0.5" in proc.stderr
+    assert "no_such_optimizer" in proc.stderr
+    _, (parent,), children = mlflow_runs(tmp_path)
+    assert parent.info.status == "FAILED"
+    assert {c.data.tags["medexp.trial_state"] for c in children} == {"FAIL"}
+    assert all("no_such_optimizer" in c.data.tags["error"] for c in children)
+
+
+def test_two_workers_share_one_study_without_duplicates(tmp_path):
+    (tmp_path / "multirun").mkdir()
+    workers = [
+        subprocess.Popen(
+            sweep_cmd(6), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    real = [t for t in study(tmp_path).trials if not t.user_attrs.get("medexp.surplus")]
+    assert len(real) == 6 and {t.state.name for t in real} <= {"COMPLETE", "PRUNED"}
+    assert len({t.number for t in real}) == 6
+    workers_seen = {t.user_attrs["medexp.worker"] for t in real}
+    assert len(workers_seen) == 2  # both processes took trials
+    _, parents, children = mlflow_runs(tmp_path)
+    assert len([p for p in parents if p.info.lifecycle_stage == "active"]) == 1
+    assert sorted(int(c.data.tags["medexp.optuna_trial"]) for c in children) == sorted(t.number for t in real)
+
+
+def test_killed_sweep_resumes_without_losing_finished_trials(tmp_path):
+    proc = subprocess.Popen(
+        sweep_cmd(3),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    db = tmp_path / "multirun" / "lora_optuna" / "optuna.db"
+    storage_ = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until trial 0 finished and trial 1 is mid-run
+        time.sleep(1)
+        if not db.exists():
+            continue
+        storage_ = storage_ or optuna.storages.RDBStorage(storage(tmp_path))
+        try:
+            trials = optuna.load_study(study_name="lora_optuna", storage=storage_).trials
+        except KeyError:  # the sweeper has not created the study yet
+            continue
+        now = {t.number: t.state.name for t in trials}
+        if now.get(0) == "COMPLETE" and now.get(1) == "RUNNING":
+            break
+    else:
+        pytest.fail("the sweep never reached its second trial")
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first_value = study(tmp_path).trials[0].value
+
+    sweep(tmp_path, 3)
+    trials = study(tmp_path).trials
+    assert trials[0].value == first_value  # finished work kept, not run again
+    assert trials[1].state.name == "FAIL" and "medexp.error" not in trials[1].user_attrs  # interrupted
+    assert [t.state.name for t in trials[2:]] == ["COMPLETE", "COMPLETE"]  # 3 finished trials in all
