@@ -45,11 +45,11 @@ def open_storage(url: str, heartbeat: bool = False):
 
 
 def make_pruner(spec: dict[str, Any]):
-    """`{"name": "median" | "hyperband" | "none", **kwargs}` -> an Optuna pruner."""
+    """`{"name": "median" | "hyperband" | "none", "<name>": {its kwargs}, ...}` -> that Optuna pruner."""
     import optuna
 
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
     name = spec.get("name", "none")
+    kwargs = dict(spec.get(name) or {})
     if name == "median":
         return optuna.pruners.MedianPruner(**kwargs)
     if name == "hyperband":

@@ -152,5 +152,24 @@ def main(cfg: DictConfig) -> float:
     return result.metrics[cfg.optimized_metric]
 
 
+def _check_sweeper_plugin(argv: list[str]) -> None:
+    """Hydra 1.3 finds plugins by scanning the hydra_plugins namespace, which a default editable install hides."""
+    if not any(a.startswith("hparams_search=") for a in argv):
+        return
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    if not any(c.__name__ == "MedexpOptunaSweeper" for c in Plugins.instance().discover(Sweeper)):
+        print(
+            "medexp: error: Hydra cannot see medexp's Optuna sweeper plugin, which hparams_search needs. "
+            "Hydra 1.3 finds plugins by scanning the hydra_plugins package, and setuptools' default editable "
+            "install hides it. Reinstall with `pip install -e '.[dev]' --config-settings editable_mode=compat`, "
+            "or install without -e.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    _check_sweeper_plugin(sys.argv[1:])
     main()

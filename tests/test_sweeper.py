@@ -95,8 +95,11 @@ def test_search_space_follows_hydras_grammar():
     assert space == {} and fixed == {"lora.r": "8"}
 
 
+NO_PRUNING = "hydra.sweeper.pruner.name=none"  # where a test asserts that every trial completes
+
+
 def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
-    proc = sweep(tmp_path, 4)
+    proc = sweep(tmp_path, 4, NO_PRUNING)
     assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE", 3: "COMPLETE"}
 
     client, parents, children = mlflow_runs(tmp_path)
@@ -107,7 +110,7 @@ def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
     assert (
         parent.data.params["sampler"] == "TPESampler" and "seed: 42" in parent.data.params["sampler.config"]
     )
-    assert "median" in parent.data.params["pruner"]
+    assert "'name': 'none'" in parent.data.params["pruner"]
     assert parent.data.metrics["trials/complete"] == 4
     assert parent.data.metrics["best_value"] == pytest.approx(study(tmp_path).best_value)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -150,7 +153,9 @@ def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
 def test_bad_learning_rate_is_pruned(tmp_path):
     good = {"lora.r": 8, "trainer.learning_rate": 1e-3}
     seeded_study(tmp_path, good, good, {"lora.r": 8, "trainer.learning_rate": 1e-5})
-    proc = sweep(tmp_path, 3, "hydra.sweeper.pruner.n_startup_trials=2")
+    proc = sweep(
+        tmp_path, 3, "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.median.n_startup_trials=2"
+    )
     assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
     pruned = study(tmp_path).trials[2]
     assert pruned.user_attrs["medexp.steps"] == 5  # stopped at its first evaluation, not after 10 steps
@@ -163,20 +168,20 @@ def test_bad_learning_rate_is_pruned(tmp_path):
 
 
 def test_resume_counts_finished_trials(tmp_path):
-    sweep(tmp_path, 2)
+    sweep(tmp_path, 2, NO_PRUNING)
     assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE"}
-    proc = sweep(tmp_path, 3)  # the same command, with the study's total raised to 3
+    proc = sweep(tmp_path, 3, NO_PRUNING)  # the same command, with the study's total raised to 3
     assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
     assert (proc.stdout + proc.stderr).count("Launching 1 jobs locally") == 1
     _, parents, children = mlflow_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 3  # the resumed study kept its parent run
-    assert sweep(tmp_path, 3).stdout.count("Launching") == 0  # nothing left to do
+    assert sweep(tmp_path, 3, NO_PRUNING).stdout.count("Launching") == 0  # nothing left to do
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     good = {"lora.r": 8, "trainer.learning_rate": 1e-3}
     seeded_study(tmp_path, {"lora.r": 0, "trainer.learning_rate": 1e-3}, good, good)
-    proc = sweep(tmp_path, 3, "lora.r=choice(0, 8)")
+    proc = sweep(tmp_path, 3, "lora.r=choice(0, 8)", NO_PRUNING)
     assert states(tmp_path) == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}
     assert (
         "lora.r must be a positive whole number, got 0"
@@ -198,9 +203,10 @@ def test_a_sweep_that_mostly_fails_stops_with_a_clear_message(tmp_path):
 
 def test_two_workers_share_one_study_without_duplicates(tmp_path):
     (tmp_path / "multirun").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core each, as one would partition a machine
     workers = [
         subprocess.Popen(
-            sweep_cmd(6), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            sweep_cmd(6), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         for _ in range(2)
     ]
@@ -211,6 +217,8 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert len({t.number for t in real}) == 6
     workers_seen = {t.user_attrs["medexp.worker"] for t in real}
     assert len(workers_seen) == 2  # both processes took trials
+    # and proposed different ones: a worker joining the study reseeds its sampler
+    assert len({tuple(sorted(t.params.items())) for t in real}) == 6
     _, parents, children = mlflow_runs(tmp_path)
     assert len([p for p in parents if p.info.lifecycle_stage == "active"]) == 1
     assert sorted(int(c.data.tags["medexp.optuna_trial"]) for c in children) == sorted(t.number for t in real)
@@ -218,7 +226,7 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
 
 def test_killed_sweep_resumes_without_losing_finished_trials(tmp_path):
     proc = subprocess.Popen(
-        sweep_cmd(3),
+        sweep_cmd(3, NO_PRUNING),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -246,8 +254,53 @@ def test_killed_sweep_resumes_without_losing_finished_trials(tmp_path):
     proc.wait()
     first_value = study(tmp_path).trials[0].value
 
-    sweep(tmp_path, 3)
+    sweep(tmp_path, 3, NO_PRUNING)
     trials = study(tmp_path).trials
     assert trials[0].value == first_value  # finished work kept, not run again
     assert trials[1].state.name == "FAIL" and "medexp.error" not in trials[1].user_attrs  # interrupted
     assert [t.state.name for t in trials[2:]] == ["COMPLETE", "COMPLETE"]  # 3 finished trials in all
+
+
+def test_plugin_is_visible_to_hydra():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    from medexp.train import _check_sweeper_plugin
+
+    assert "MedexpOptunaSweeper" in {c.__name__ for c in Plugins.instance().discover(Sweeper)}
+    _check_sweeper_plugin(["hparams_search=lora_optuna"])  # passes: nothing printed, no exit
+
+
+def test_hidden_plugin_is_a_clear_error(monkeypatch, capsys):
+    from hydra.core.plugins import Plugins
+
+    from medexp.train import _check_sweeper_plugin
+
+    # as under a default editable install, where Hydra's scan finds no medexp sweeper
+    monkeypatch.setattr(Plugins.instance(), "discover", lambda kind: [])
+    _check_sweeper_plugin(["lora.r=8"])  # single runs do not need the plugin
+    with pytest.raises(SystemExit) as exit_info:
+        _check_sweeper_plugin(["hparams_search=lora_optuna"])
+    assert exit_info.value.code == 2
+    assert "editable_mode=compat" in capsys.readouterr().err
+
+
+def test_alpha_follows_rank_in_the_search_config(make_cfg):
+    cfg = make_cfg("hparams_search=lora_optuna", "lora.r=16")
+    assert cfg.lora.alpha == 32 and cfg.optimized_metric == "eval_loss"
+
+
+def test_make_pruner_takes_the_named_pruners_options():
+    from medexp.sweeping import make_pruner
+
+    spec = {"name": "hyperband", "median": {"n_startup_trials": 3}, "hyperband": {"min_resource": 10}}
+    hyperband = make_pruner(spec)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._min_resource == 10
+    median = make_pruner({**spec, "name": "median"})
+    assert isinstance(median, optuna.pruners.MedianPruner) and median._n_startup_trials == 3
+    assert isinstance(make_pruner({"name": "none"}), optuna.pruners.NopPruner)
+
+
+def test_unknown_pruner_is_a_clear_error(tmp_path):
+    proc = sweep(tmp_path, 2, "hydra.sweeper.pruner.name=asha", expect=2)
+    assert "hydra.sweeper.pruner.name='asha' is not a pruner medexp knows" in proc.stderr

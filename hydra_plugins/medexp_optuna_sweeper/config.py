@@ -27,8 +27,8 @@ class MedexpOptunaSweeperConf:
     max_failure_rate: float = 0.5
     # An Optuna sampler, instantiated by Hydra from its _target_.
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
-    # name: median | hyperband | none, plus that pruner's keyword arguments.
-    pruner: Any = field(default_factory=lambda: {"name": "median"})
+    # name: median | hyperband | none; each pruner's keyword arguments under its own name.
+    pruner: Any = field(default_factory=lambda: {"name": "median", "median": {}, "hyperband": {}})
     # The search space: key -> override grammar, e.g. lora.r: choice(4, 8, 16).
     params: Any = None
 

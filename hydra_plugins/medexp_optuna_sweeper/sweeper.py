@@ -108,7 +108,11 @@ class MedexpOptunaSweeper(Sweeper):
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.sampler = sampler
-        self.pruner = OmegaConf.to_container(pruner) if OmegaConf.is_config(pruner) else dict(pruner or {})
+        self.pruner = (
+            OmegaConf.to_container(pruner, resolve=True)
+            if OmegaConf.is_config(pruner)
+            else dict(pruner or {})
+        )
         self.params = OmegaConf.to_container(params) if OmegaConf.is_config(params) else dict(params or {})
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -133,6 +137,9 @@ class MedexpOptunaSweeper(Sweeper):
             study = optuna.create_study(sampler=self.sampler, direction=self.direction, **common)
             created = True
         except optuna.exceptions.DuplicatedStudyError:
+            # Joining a study (a parallel worker, or a resume): a sampler seeded like the creator's would
+            # propose the very trials the creator proposes, so this worker draws its own random stream.
+            self.sampler.reseed_rng()
             study = optuna.load_study(sampler=self.sampler, **common)
             created = False
         study.set_user_attr(PRUNER_ATTR, self.pruner)  # what the trial processes build their pruner from
@@ -173,6 +180,15 @@ class MedexpOptunaSweeper(Sweeper):
     # --- the sweep ---------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
         from medexp.study_report import StudyRun, best_trial_summary, mask_password
+        from medexp.sweeping import PRUNERS
+
+        if self.pruner.get("name") not in PRUNERS:
+            print(
+                f"medexp: error: hydra.sweeper.pruner.name={self.pruner.get('name')!r} is not a pruner medexp "
+                f"knows. Use one of {', '.join(PRUNERS)}, e.g. hydra.sweeper.pruner.name=hyperband.",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         study, url, created = self._open_study()
