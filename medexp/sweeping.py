@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from medexp.dblock import setup_lock
 
@@ -73,6 +73,26 @@ class TrialReporter:
     def number(self) -> int:
         return self.trial.number
 
+    def run_tags(self) -> dict[str, str | None]:
+        """Tags that make the trial's MLflow run a child of the study's run."""
+        return {
+            "mlflow.parentRunId": self.parent_run_id,
+            "medexp.optuna_study": self.study_name,
+            "medexp.optuna_trial": str(self.number),
+            "medexp.trial_state": "RUNNING",
+        }
+
+    def attach_run(self, run_id: str | None) -> None:
+        self.trial.set_user_attr(RUN_ID_ATTR, run_id)
+
+    def finish(self, tracker, steps: int) -> None:
+        """Record the steps this trial consumed, and on its run whether it was pruned."""
+        self.trial.set_user_attr(STEPS_ATTR, steps)
+        pruned = self.pruned_at is not None
+        tracker.set_tags(
+            {"medexp.trial_state": "PRUNED" if pruned else "COMPLETE", "pruned": str(pruned).lower()}
+        )
+
     def callback(self):
         from transformers import TrainerCallback
 
@@ -123,7 +143,3 @@ def is_finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-
-
-def to_plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

@@ -60,7 +60,7 @@ def train(cfg: DictConfig) -> RunResult:
 
     from medexp.evaluation import held_out_metrics
     from medexp.modeling import load_model, load_tokenizer, resolve_precision
-    from medexp.sweeping import RUN_ID_ATTR, STEPS_ATTR, connect_trial
+    from medexp.sweeping import connect_trial
     from medexp.tracking import MetricsCallback, flatten, git_commit, start_run
     from medexp.training import build_trainer
 
@@ -82,19 +82,14 @@ def train(cfg: DictConfig) -> RunResult:
         "medexp.output_dir": str(output_dir.resolve()),
     }
     if trial is not None:
-        tags |= {
-            "mlflow.parentRunId": trial.parent_run_id,
-            "medexp.optuna_study": trial.study_name,
-            "medexp.optuna_trial": str(trial.number),
-            "medexp.trial_state": "RUNNING",
-        }
+        tags |= trial.run_tags()
     run_name = cfg.tracking.get("run_name") or (f"trial_{trial.number}" if trial is not None else None)
     with start_run(cfg.tracking, tags, run_name) as tracker:
         tracker.log_params(flatten(cfg))
         tracker.log_artifact(config_path)
         tracker.log_metrics(data.metrics())
         if trial is not None:
-            trial.trial.set_user_attr(RUN_ID_ATTR, tracker.run_id)
+            trial.attach_run(tracker.run_id)
 
         # Seeded here, not earlier: MLflow draws generated run names from the same global RNG.
         set_seed(cfg.seed)
@@ -124,11 +119,7 @@ def train(cfg: DictConfig) -> RunResult:
         if cfg.tracking.get("log_adapter", False):
             tracker.log_artifacts(adapter_dir, "adapter")
         if trial is not None:
-            trial.trial.set_user_attr(STEPS_ATTR, trainer.state.global_step)
-            pruned = trial.pruned_at is not None
-            tracker.set_tags(
-                {"medexp.trial_state": "PRUNED" if pruned else "COMPLETE", "pruned": str(pruned).lower()}
-            )
+            trial.finish(tracker, steps=trainer.state.global_step)
 
     log.info("%s", "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     log.info("adapter saved to %s", adapter_dir)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.medexp_optuna_sweeper.sweeper import search_space
+from hydra_plugins.medexp_optuna_sweeper.search_space import search_space
 
 FAST = ["experiment=smoke", "trainer.max_steps=10", "trainer.eval_steps=5"]
 
@@ -304,3 +308,62 @@ def test_make_pruner_takes_the_named_pruners_options():
 def test_unknown_pruner_is_a_clear_error(tmp_path):
     proc = sweep(tmp_path, 2, "hydra.sweeper.pruner.name=asha", expect=2)
     assert "hydra.sweeper.pruner.name='asha' is not a pruner medexp knows" in proc.stderr
+
+
+def _postgres_available() -> bool:
+    return (
+        importlib.util.find_spec("psycopg2") is not None
+        and shutil.which("initdb") is not None
+        and shutil.which("pg_ctl") is not None
+        and (os.geteuid() != 0 or shutil.which("runuser") is not None)
+    )
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (initdb refuses root, so it runs as the postgres user)."""
+    data = Path(tempfile.mkdtemp(prefix="medexp-pg-"))  # outside pytest's root-only tmp dirs
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(data, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = {"check": True, "capture_output": True, "timeout": 120}
+    try:
+        subprocess.run([*as_user, "initdb", "-D", str(data), "-U", "postgres", "--auth=trust"], **run)
+        options = f"-h 127.0.0.1 -p {port} -k {data}"
+        start = [
+            *as_user,
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(data / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        ]
+        subprocess.run(start, **run)  # -l: the server must not hold our captured stdout open
+        subprocess.run(
+            [*as_user, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna"], **run
+        )
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run([*as_user, "pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.skipif(not _postgres_available(), reason="needs PostgreSQL server binaries and psycopg2")
+def test_study_on_a_postgresql_storage(tmp_path, postgres_url):
+    """A database URL other than SQLite: what workers on several machines would share."""
+    sweep(tmp_path, 2, f"hydra.sweeper.storage={postgres_url}", NO_PRUNING)
+    trials = optuna.load_study(study_name="lora_optuna", storage=postgres_url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(
+        t.intermediate_values for t in trials
+    )  # the trials reported through PostgreSQL as they trained
+    _, (parent,), _ = mlflow_runs(tmp_path)
+    assert parent.data.params["storage"].startswith("postgresql+psycopg2://postgres@127.0.0.1:")
+    assert not (tmp_path / "multirun" / "lora_optuna" / "optuna.db").exists()

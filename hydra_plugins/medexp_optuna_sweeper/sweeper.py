@@ -8,10 +8,7 @@ what is left. A failing trial is recorded FAIL and the sweep goes on, up to `max
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sys
-import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,70 +19,16 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.medexp_optuna_sweeper.search_space import search_space
+from hydra_plugins.medexp_optuna_sweeper.workers import Heartbeat, is_alive, worker_id
+
 log = logging.getLogger(__name__)
 
 BUDGET_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
 
 
-def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Hydra override grammar -> (Optuna distributions, fixed overrides), as Hydra's Optuna sweeper does.
-
-    choice(a, b) -> categorical; interval(lo, hi) -> float (Hydra parses its bounds as floats); tag(log, ...)
-    -> log scale; range(start, stop, step) -> stepped ints or floats, stop excluded as in Hydra's grammar.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Transformer
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    space: dict[str, Any] = {}
-    fixed: dict[str, str] = {}
-    for override in OverridesParser.create().parse_overrides(list(arguments)):
-        key = override.get_key_element()
-        if not override.is_sweep_override():
-            fixed[key] = override.get_value_element_as_str()
-            continue
-        value = override.value()
-        if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
-            space[key] = CategoricalDistribution(
-                list(override.sweep_iterator(transformer=Transformer.encode))
-            )
-        elif override.is_range_sweep():
-            ints = all(isinstance(x, int) for x in (value.start, value.stop, value.step))
-            kind = IntDistribution if ints else FloatDistribution
-            # the largest value the range reaches below stop
-            high = value.start + ((value.stop - value.start - 1e-12) // value.step) * value.step
-            space[key] = kind(value.start, int(high) if ints else high, step=value.step)
-        elif override.is_interval_sweep():
-            ints = isinstance(value.start, int) and isinstance(value.end, int)
-            kind = IntDistribution if ints else FloatDistribution
-            space[key] = kind(value.start, value.end, log="log" in value.tags)
-        else:
-            raise ValueError(f"{override.input_line} is not a sweep Optuna can sample")
-    for key in fixed:  # a command-line value fixes a parameter of the configured space
-        space.pop(key, None)
-    return space, fixed
-
-
 def _quote(value: Any) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive(worker: str) -> bool:
-    """False only when the worker ran on this host and its process is gone."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
 
 
 class MedexpOptunaSweeper(Sweeper):
@@ -156,7 +99,7 @@ class MedexpOptunaSweeper(Sweeper):
             optuna.storages.fail_stale_trials(study)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             worker = trial.user_attrs.get(WORKER_ATTR)
-            if worker is not None and not _alive(worker):
+            if worker is not None and not is_alive(worker):
                 self.storage_backend.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
                 log.info(
                     "trial %d was interrupted (its sweeper %s is gone); it will be run again",
@@ -238,7 +181,7 @@ class MedexpOptunaSweeper(Sweeper):
                 return None
             trials = []
             for _ in range(min(self.n_jobs, left)):
-                with warnings.catch_warnings():  # heartbeats are sent by _Heartbeat, not Study.optimize
+                with warnings.catch_warnings():  # heartbeats are sent by Heartbeat, not Study.optimize
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask(space)
                 # Trial numbers are handed out atomically: count what precedes this one to stay exact when
@@ -263,10 +206,10 @@ class MedexpOptunaSweeper(Sweeper):
                     f"hydra.sweep.subdir=trial_{trial.number}",
                 ]
                 trial.set_user_attr(OVERRIDES_ATTR, overrides)
-                trial.set_user_attr(WORKER_ATTR, _worker())
+                trial.set_user_attr(WORKER_ATTR, worker_id())
                 batch.append(overrides)
 
-            with _Heartbeat(self.storage_backend, [t._trial_id for t in trials]):
+            with Heartbeat(self.storage_backend, [t._trial_id for t in trials]):
                 returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
 
             for trial, ret in zip(trials, returns, strict=True):
@@ -324,27 +267,3 @@ class MedexpOptunaSweeper(Sweeper):
             f"  reproduce: {best['command']}",
         ]
         print("\n".join(lines))
-
-
-class _Heartbeat:
-    """Keeps recording heartbeats for running trials, so other workers can tell a live sweeper from a dead one."""
-
-    def __init__(self, storage, trial_ids: list[int]) -> None:
-        self.storage, self.trial_ids = storage, trial_ids
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self.stop.is_set():
-            for trial_id in self.trial_ids:
-                self.storage.record_heartbeat(trial_id)
-            self.stop.wait(self.storage.get_heartbeat_interval() or 30)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        return False
