@@ -367,3 +367,36 @@ def test_study_on_a_postgresql_storage(tmp_path, postgres_url):
     _, (parent,), _ = mlflow_runs(tmp_path)
     assert parent.data.params["storage"].startswith("postgresql+psycopg2://postgres@127.0.0.1:")
     assert not (tmp_path / "multirun" / "lora_optuna" / "optuna.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"n_trials": 0}, "hydra.sweeper.n_trials must be a positive whole number, got 0."),
+        ({"n_jobs": -1}, "hydra.sweeper.n_jobs must be a positive whole number, got -1."),
+        ({"max_failure_rate": 1.5}, "hydra.sweeper.max_failure_rate must be between 0 and 1, got 1.5."),
+        ({"direction": "down"}, "hydra.sweeper.direction must be minimize or maximize, got 'down'."),
+        ({"pruner": {"name": "asha"}}, "hydra.sweeper.pruner.name='asha' is not a pruner medexp knows."),
+    ],
+)
+def test_bad_sweeper_options_are_named(option, message):
+    from hydra_plugins.medexp_optuna_sweeper.sweeper import MedexpOptunaSweeper
+
+    good = {
+        "study_name": "s",
+        "storage": None,
+        "direction": "minimize",
+        "n_trials": 4,
+        "n_jobs": 1,
+        "max_failure_rate": 0.5,
+        "sampler": None,
+        "pruner": {"name": "median"},
+        "params": {},
+    }
+    assert MedexpOptunaSweeper(**good).options_error() is None
+    assert MedexpOptunaSweeper(**{**good, **option}).options_error().startswith(message)
+
+
+def test_unsupported_sweep_expression_is_a_clear_error(tmp_path):
+    proc = sweep(tmp_path, 2, "lora.r=glob(*)", expect=2)
+    assert "medexp: error: the search space cannot be sampled" in proc.stderr

@@ -13,7 +13,7 @@ def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, st
     -> log scale; range(start, stop, step) -> stepped ints or floats, stop excluded as in Hydra's grammar.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Transformer
+    from hydra.core.override_parser.types import Glob, Transformer
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     space: dict[str, Any] = {}
@@ -24,6 +24,10 @@ def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, st
             fixed[key] = override.get_value_element_as_str()
             continue
         value = override.value()
+        if isinstance(value, Glob):
+            raise ValueError(
+                f"{override.input_line} is a glob over config groups, which Optuna cannot sample"
+            )
         if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
             space[key] = CategoricalDistribution(
                 list(override.sweep_iterator(transformer=Transformer.encode))

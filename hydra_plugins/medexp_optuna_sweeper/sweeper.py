@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -121,19 +122,37 @@ class MedexpOptunaSweeper(Sweeper):
         )
 
     # --- the sweep ---------------------------------------------------------------------------------------
-    def sweep(self, arguments: list[str]) -> Any:
-        from medexp.study_report import StudyRun, best_trial_summary, mask_password
+    def options_error(self) -> str | None:
+        """What is wrong with the sweeper's own options, in one sentence; None when they are sound."""
         from medexp.sweeping import PRUNERS
 
+        if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int) or self.n_trials < 1:
+            return f"hydra.sweeper.n_trials must be a positive whole number, got {self.n_trials!r}."
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
+            return f"hydra.sweeper.n_jobs must be a positive whole number, got {self.n_jobs!r}."
+        if not 0 <= self.max_failure_rate <= 1:
+            return f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {self.max_failure_rate!r}."
+        if self.direction not in ("minimize", "maximize"):
+            return f"hydra.sweeper.direction must be minimize or maximize, got {self.direction!r}."
         if self.pruner.get("name") not in PRUNERS:
-            print(
-                f"medexp: error: hydra.sweeper.pruner.name={self.pruner.get('name')!r} is not a pruner medexp "
-                f"knows. Use one of {', '.join(PRUNERS)}, e.g. hydra.sweeper.pruner.name=hyperband.",
-                file=sys.stderr,
+            return (
+                f"hydra.sweeper.pruner.name={self.pruner.get('name')!r} is not a pruner medexp knows. "
+                f"Use one of {', '.join(PRUNERS)}, e.g. hydra.sweeper.pruner.name=hyperband."
             )
+        return None
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from medexp.study_report import StudyRun, best_trial_summary, mask_password
+
+        try:
+            space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+            error = self.options_error()
+        except (ValueError, HydraException) as err:
+            error = f"the search space cannot be sampled: {err}. Use choice(...), interval(...), range(...) or tag(log, interval(...))."
+        if error is not None:
+            print(f"medexp: error: {error}", file=sys.stderr)
             sys.exit(2)
 
-        space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         study, url, created = self._open_study()
         self._mark_interrupted(study)
         metric = str(self.config.get("optimized_metric", "value"))
