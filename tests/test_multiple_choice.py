@@ -1,0 +1,138 @@
+"""The multiple-choice normaliser: hand-picked messy rows, and properties over generated ones (hypothesis)."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from medexp.data.multiple_choice import _LETTER, LETTERS, MCFields, Skip, match_key, normalise, normalise_rows
+
+
+def test_dict_options_with_letter_answer_and_five_options():
+    item = normalise(
+        "Which vitamin deficiency causes scurvy?",
+        {"a": "Vitamin A", "B)": "Vitamin B12", "(C)": "Vitamin C", "D": "Vitamin D", "E": "Vitamin K"},
+        " c) ",
+    )
+    assert item.answer_index == 2 and item.letter == "C" and item.target() == "C. Vitamin C"
+    assert item.prompt() == (
+        "Which vitamin deficiency causes scurvy?\n\nOptions:\n"
+        "A. Vitamin A\nB. Vitamin B12\nC. Vitamin C\nD. Vitamin D\nE. Vitamin K"
+    )
+
+
+@pytest.mark.parametrize(("answer", "base", "expected"), [(0, 0, 0), (3, 0, 3), (1, 1, 0), ("4", 1, 3)])
+def test_index_answers_follow_the_sources_base(answer, base, expected):
+    assert normalise("Q?", ["a1", "a2", "a3", "a4"], answer, index_base=base).answer_index == expected
+
+
+def test_text_answer_matches_after_folding_case_space_and_punctuation():
+    item = normalise("Q?", ["Iron-deficiency anaemia", "Folate deficiency"], "  iron deficiency ANAEMIA. ")
+    assert item.answer_index == 0
+    # a number is text unless the source counts indices
+    assert normalise("Dose?", ["5", "10"], "10").answer_index == 1
+
+
+@pytest.mark.parametrize(
+    ("question", "options", "answer", "base", "reason"),
+    [
+        ("", ["a", "b"], "A", None, "missing_question"),
+        ("Q?", ["a"], "A", None, "too_few_options"),
+        ("Q?", "a, b", "A", None, "bad_options"),
+        ("Q?", {"A": "a", "C": "c"}, "A", None, "option_letters_not_contiguous"),
+        ("Q?", {"first": "a", "second": "b"}, "A", None, "bad_option_key"),
+        ("Q?", ["a", "", "c"], "A", None, "empty_option"),
+        ("Q?", ["a", "b"], None, None, "missing_answer"),
+        ("Q?", ["a", "b"], "D", None, "answer_out_of_range"),
+        ("Q?", ["a", "b"], 5, 0, "answer_out_of_range"),
+        ("Q?", ["a", "b"], "neither", None, "answer_not_an_option"),
+        ("Q?", ["Same thing", "same thing!"], "same thing", None, "ambiguous_answer"),
+    ],
+)
+def test_rows_that_cannot_be_normalised_say_why(question, options, answer, base, reason):
+    with pytest.raises(Skip) as skip:
+        normalise(question, options, answer, index_base=base)
+    assert skip.value.reason == reason
+
+
+def test_trailing_empty_option_columns_are_dropped():
+    rows = [{"q": "Q?", "opa": "x", "opb": "y", "opc": "", "opd": None, "cop": 1}]
+    items, skipped = normalise_rows(
+        rows, MCFields("q", "cop", option_columns=("opa", "opb", "opc", "opd"), index_base=0)
+    )
+    assert items[0].options == ("x", "y") and items[0].letter == "B" and not skipped
+
+
+# --- properties over generated rows ----------------------------------------------------------------------
+# Option texts that are not themselves a letter answer ("option c") or an index ("12").
+words = st.text(alphabet=string.ascii_letters + string.digits + " -", min_size=2, max_size=24).filter(
+    lambda t: len(match_key(t)) >= 2 and not match_key(t).isdigit() and not _LETTER.match(t.strip())
+)
+
+
+@st.composite
+def mc_rows(draw):
+    """A row in one of the shapes sources use, with noise, and the answer index it must normalise to."""
+    n = draw(st.integers(2, 8))
+    options = draw(st.lists(words, min_size=n, max_size=n, unique_by=match_key))
+    correct = draw(st.integers(0, n - 1))
+    shape = draw(st.sampled_from(["dict", "list", "columns"]))
+    kind = draw(st.sampled_from(["letter", "index0", "index1", "text"]))
+    letter = LETTERS[correct]
+    answer = {
+        "letter": draw(
+            st.sampled_from([letter, letter.lower(), f"({letter})", f"{letter})", f" {letter}. "])
+        ),
+        "index0": correct,
+        "index1": draw(st.sampled_from([correct + 1, str(correct + 1)])),
+        "text": draw(st.sampled_from([options[correct].upper(), f"  {options[correct]}.", options[correct]])),
+    }[kind]
+    base = {"index0": 0, "index1": 1}.get(kind)
+    row = {"question": draw(words), "answer": answer}
+    if shape == "dict":
+        keys = [draw(st.sampled_from([c, c.lower(), f"{c})", f"({c})"])) for c in LETTERS[:n]]
+        row["options"] = dict(zip(keys, options, strict=True))
+        fields = MCFields("question", "answer", options="options", index_base=base)
+    elif shape == "list":
+        row["options"] = options
+        fields = MCFields("question", "answer", options="options", index_base=base)
+    else:
+        columns = tuple(f"op{c}" for c in "abcdefgh"[:n])
+        row.update(dict(zip(columns, options, strict=True)))
+        fields = MCFields("question", "answer", option_columns=columns, index_base=base)
+    return row, fields, correct, options
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mc_rows())
+def test_any_shape_normalises_to_the_right_answer(case):
+    row, fields, correct, options = case
+    (item,), skipped = normalise_rows([row], fields)
+    assert not skipped
+    assert item.answer_index == correct
+    assert item.options == tuple(" ".join(o.split()) for o in options)
+    assert item.target() == f"{LETTERS[correct]}. {item.options[correct]}"
+    block = item.prompt().split("\n\nOptions:\n", 1)[1].splitlines()
+    assert [line[:3] for line in block] == [f"{c}. " for c in LETTERS[: len(options)]]
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["q", "opts", "ans", "x"]), junk, max_size=4) | junk, max_size=6)
+)
+def test_messy_rows_never_stop_the_pipeline(rows):
+    fields = MCFields("q", "ans", options="opts", index_base=0)
+    items, skipped = normalise_rows(rows, fields)
+    assert len(items) + sum(skipped.values()) == len(rows)
+    for item in items:
+        assert 0 <= item.answer_index < len(item.options) and item.question
