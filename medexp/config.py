@@ -158,6 +158,13 @@ def _validate_dataset(cfg: DictConfig) -> None:
             "It is the share of pairs held out for validation, e.g. dataset.val_fraction=0.05."
         )
     _positive_int(cfg, "dataset.max_tokens", 1024)
+    if d.kind not in ("qa", "multiple_choice"):
+        raise UserError(f"dataset.kind must be qa or multiple_choice, got {d.kind!r}.")
+    if d.index_base not in (None, 0, 1):
+        raise UserError(
+            f"dataset.index_base must be 0, 1 or null, got {d.index_base!r}: how the source counts the index of "
+            "the correct option (null when the answer is a letter or the option's text)."
+        )
     if d.limit is not None:
         _positive_int(cfg, "dataset.limit", 1000)
     if not d.system_prompt or not str(d.system_prompt).strip():

@@ -136,3 +136,94 @@ def test_messy_rows_never_stop_the_pipeline(rows):
     assert len(items) + sum(skipped.values()) == len(rows)
     for item in items:
         assert 0 <= item.answer_index < len(item.options) and item.question
+
+
+# --- the dataset configs, on fixture files shaped like each hub dataset (written for these tests) ----------
+MEDMCQA_ROWS = [
+    {"id": "1", "question": "Deficiency of which vitamin causes scurvy?", "opa": "Vitamin A", "opb": "Vitamin B1",
+     "opc": "Vitamin C", "opd": "Vitamin D", "cop": 2, "choice_type": "single", "exp": "", "subject_name": "Biochemistry"},
+    {"id": "2", "question": "Which organ makes insulin?", "opa": "Liver", "opb": "Pancreas", "opc": "Spleen",
+     "opd": "Kidney", "cop": 1, "choice_type": "single", "exp": None, "subject_name": "Physiology"},
+    {"id": "3", "question": "", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 0},  # no question
+    {"id": "4", "question": "Out of range?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 7},
+]  # fmt: skip
+MEDQA_ROWS = [
+    {"question": "A 45-year-old man has crushing chest pain for 30 minutes. What is the first test?",
+     "answer": "Electrocardiogram", "options": {"A": "Chest X-ray", "B": "Electrocardiogram", "C": "Echocardiogram",
+     "D": "Stress test"}, "meta_info": "step1", "answer_idx": "B"},
+    {"question": "Which nerve is at risk in a fracture of the humeral shaft?", "answer": "Radial nerve",
+     "options": {"A": "Median nerve", "B": "Ulnar nerve", "C": "Radial nerve", "D": "Axillary nerve",
+     "E": "Musculocutaneous nerve"}, "meta_info": "step1", "answer_idx": "c"},
+    {"question": "Broken row", "answer": "x", "options": {"A": "only one"}, "answer_idx": "A"},
+]  # fmt: skip
+
+
+def _jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_medmcqa_config_on_a_medmcqa_shaped_file(make_cfg, tmp_path, tiny_tokenizer):
+    from medexp.data import load_pairs, prepare_data
+
+    path = _jsonl(tmp_path / "medmcqa.jsonl", MEDMCQA_ROWS)
+    cfg = make_cfg("experiment=smoke", "dataset=medmcqa", f"dataset.path={path}")
+    raw = load_pairs(cfg.dataset)
+    assert raw.rows_in == 4 and dict(raw.dropped) == {"mc_missing_question": 1, "mc_answer_out_of_range": 1}
+    assert raw.pairs[0] == (
+        "Deficiency of which vitamin causes scurvy?\n\nOptions:\nA. Vitamin A\nB. Vitamin B1\nC. Vitamin C\nD. Vitamin D",
+        "C. Vitamin C",
+    )
+    assert raw.pairs[1][1] == "B. Pancreas"
+    data = prepare_data(raw, cfg.dataset, tiny_tokenizer, seed=0)  # and on into the chat-formatted splits
+    assert data.rows_kept == 2 and data.metrics()["data/dropped/mc_missing_question"] == 1
+
+
+def test_medqa_config_on_a_medqa_shaped_file(make_cfg, tmp_path):
+    from medexp.data import load_pairs
+
+    path = _jsonl(tmp_path / "medqa.jsonl", MEDQA_ROWS)
+    raw = load_pairs(make_cfg("experiment=smoke", "dataset=medqa", f"dataset.path={path}").dataset)
+    assert [a for _, a in raw.pairs] == ["B. Electrocardiogram", "C. Radial nerve"]
+    assert "E. Musculocutaneous nerve" in raw.pairs[1][0]  # a fifth option is kept
+    assert dict(raw.dropped) == {"mc_too_few_options": 1}
+
+
+def test_multiple_choice_file_fields_are_detected_or_named(make_cfg, tmp_path):
+    from medexp.config import UserError
+    from medexp.data import load_pairs
+
+    rows = [{"Question": "Q1?", "choices": ["yes", "no", "maybe"], "Answer": "maybe"}] * 2
+    path = _jsonl(tmp_path / "mc.jsonl", rows)
+    raw = load_pairs(
+        make_cfg(
+            "experiment=smoke", "dataset=file", f"dataset.path={path}", "dataset.kind=multiple_choice"
+        ).dataset
+    )
+    assert raw.columns == ("Question", "Answer") and raw.pairs[0][1] == "C. maybe"
+
+    bare = _jsonl(tmp_path / "bare.jsonl", [{"question": "Q?", "a1": "x", "a2": "y", "answer": "x"}])
+    cfg = make_cfg("experiment=smoke", "dataset=file", f"dataset.path={bare}", "dataset.kind=multiple_choice")
+    with pytest.raises(UserError, match=r"Could not find the options.*'a1', 'a2'.*dataset.option_columns"):
+        load_pairs(cfg.dataset)
+    cfg = make_cfg(
+        "experiment=smoke", "dataset=file", f"dataset.path={bare}", "dataset.kind=multiple_choice",
+        "dataset.option_columns=[a1,a2]",
+    )  # fmt: skip
+    assert load_pairs(cfg.dataset).pairs == [("Q?\n\nOptions:\nA. x\nB. y", "A. x")]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dataset.kind=mcq", "dataset.kind must be qa or multiple_choice"),
+        ("dataset.index_base=2", "dataset.index_base must be 0, 1 or null"),
+    ],
+)
+def test_bad_multiple_choice_settings_are_named(make_cfg, override, message):
+    from medexp.config import UserError, validate
+
+    with pytest.raises(UserError, match=message):
+        validate(make_cfg("experiment=smoke", override))

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 # Common column names, most specific first; matched case-insensitively.
 QUESTION_NAMES = ("question", "instruction", "input", "prompt", "query", "q")
 ANSWER_NAMES = ("answer", "output", "response", "completion", "target", "a")
+MC_ANSWER_NAMES = ("answer_idx", "answer", "correct_answer", "label", "cop", "target")
+OPTIONS_NAMES = ("options", "choices")
 
 
 @dataclass
@@ -37,8 +39,14 @@ def _text(value: Any) -> str:
 
 
 def load_pairs(dataset_cfg: DictConfig) -> RawPairs:
-    """Read the source, find its question/answer columns, drop rows with an empty question or answer."""
+    """Read the source, find its question/answer columns, drop rows with an empty question or answer.
+
+    A multiple-choice source becomes pairs too: the question with its "Options:" block, and the answer's
+    letter and text (medexp.data.multiple_choice); rows that cannot be normalised are dropped by reason.
+    """
     frame = read_rows(dataset_cfg)
+    if dataset_cfg.get("kind", "qa") == "multiple_choice":
+        return _multiple_choice_pairs(frame, dataset_cfg)
     q_col, a_col = resolve_columns(
         [str(c) for c in frame.columns], dataset_cfg.question_field, dataset_cfg.answer_field
     )
@@ -51,6 +59,39 @@ def load_pairs(dataset_cfg: DictConfig) -> RawPairs:
         else:
             raw.pairs.append((question, answer))
     return raw
+
+
+def _multiple_choice_pairs(frame: pd.DataFrame, dataset_cfg: DictConfig) -> RawPairs:
+    from medexp.data.multiple_choice import MCFields, normalise_rows
+
+    columns = [str(c) for c in frame.columns]
+    found = ", ".join(repr(c) for c in columns) or "none"
+    question = _pick(columns, dataset_cfg.question_field, QUESTION_NAMES, "question", found)
+    answer = _pick(columns, dataset_cfg.answer_field, MC_ANSWER_NAMES, "answer", found)
+    option_columns = tuple(dataset_cfg.option_columns or ())
+    options = None
+    if option_columns:
+        missing = [c for c in option_columns if c not in columns]
+        if missing:
+            raise UserError(
+                f"dataset.option_columns names {missing}, which the data does not have. Columns found: {found}."
+            )
+    else:
+        by_lower = {c.strip().lower(): c for c in columns}
+        options = dataset_cfg.options_field or next(
+            (by_lower[n] for n in OPTIONS_NAMES if n in by_lower), None
+        )
+        if options not in columns:
+            raise UserError(
+                f"Could not find the options of the multiple-choice data. Columns found: {found}. Name the field "
+                "holding them all with dataset.options_field=<column>, or one column per option with "
+                "dataset.option_columns=[opa,opb,opc,opd]."
+            )
+    fields = MCFields(question, answer, options, option_columns, dataset_cfg.index_base)
+    items, skipped = normalise_rows(frame.to_dict("records"), fields)
+    dropped = Counter({f"mc_{reason}": n for reason, n in skipped.items()})
+    pairs = [(item.prompt(), item.target()) for item in items]
+    return RawPairs(pairs=pairs, rows_in=len(frame), columns=(question, answer), dropped=dropped)
 
 
 def read_rows(dataset_cfg: DictConfig) -> pd.DataFrame:

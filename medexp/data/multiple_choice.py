@@ -66,6 +66,8 @@ def match_key(text: str) -> str:
 
 
 def _options(raw: Any) -> list[str]:
+    if hasattr(raw, "tolist") and not isinstance(raw, (str, bytes)):  # a numpy array, as parquet lists load
+        raw = raw.tolist()
     if isinstance(raw, Mapping):
         by_index: dict[int, str] = {}
         for key, value in raw.items():
@@ -103,16 +105,14 @@ def _answer_index(answer: Any, options: Sequence[str], index_base: int | None) -
         return index
     text = _clean(answer)
     letter = _LETTER.match(text)
-    if letter is not None:
-        index = LETTERS.index(letter.group(1).upper())
-        if index >= len(options):
-            raise Skip("answer_out_of_range")
-        return index
+    if letter is not None and LETTERS.index(letter.group(1).upper()) < len(options):
+        return LETTERS.index(letter.group(1).upper())
+    # Not a letter of these options: the option's own text (which may itself be one letter, like "x").
     matches = [i for i, option in enumerate(options) if match_key(option) == match_key(text)]
-    if not matches:
-        raise Skip("answer_not_an_option")
     if len(matches) > 1:
         raise Skip("ambiguous_answer")
+    if not matches:
+        raise Skip("answer_out_of_range" if letter is not None else "answer_not_an_option")
     return matches[0]
 
 
