@@ -49,6 +49,7 @@ def test_csv_with_odd_rows(make_cfg, tmp_path, tiny_tokenizer):
         "data/rows_kept": 3,
         "data/train_rows": 2,
         "data/validation_rows": 1,
+        "data/leakage": 0,
         "data/dropped/empty_answer": 1,
         "data/dropped/empty_question": 2,
     }
@@ -183,3 +184,27 @@ def test_nothing_left_is_a_clear_error(make_cfg, tiny_tokenizer):
     cfg = make_cfg("experiment=smoke", "dataset.max_tokens=5")
     with pytest.raises(UserError, match=r"Only 0 usable pair\(s\) left out of 360 rows.*dataset.max_tokens"):
         prepare_data(load_pairs(cfg.dataset), cfg.dataset, tiny_tokenizer, seed=0)
+
+
+def test_exact_duplicates_are_dropped_and_questions_never_straddle_the_split(
+    make_cfg, tmp_path, tiny_tokenizer
+):
+    rows = [
+        {"question": f"What is condition {i}?", "answer": f"Condition {i} is a disease."} for i in range(20)
+    ]
+    rows += [
+        {"question": "what is CONDITION 3 ", "answer": "Condition 3 is a disease!"}
+    ]  # same pair, other case
+    rows += [{"question": f"What is condition {i}?", "answer": f"Another answer {i}."} for i in range(10)]
+    path = tmp_path / "dups.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = make_cfg("experiment=smoke", "dataset=file", f"dataset.path={path}", "dataset.val_fraction=0.3")
+    data = prepare_data(load_pairs(cfg.dataset), cfg.dataset, tiny_tokenizer, seed=0)
+    assert data.dropped["duplicate"] == 1 and data.rows_kept == 30
+    val_questions = {q.lower().strip(" ?") for q, _ in data.validation_pairs}
+    train_questions = {q.lower().strip(" ?") for q, _ in data.train_pairs}
+    assert not val_questions & train_questions and data.leakage == 0
+    assert data.metrics()["data/leakage"] == 0
+    # with dedup off, the repeated pair stays
+    cfg = make_cfg("experiment=smoke", "dataset=file", f"dataset.path={path}", "dataset.dedup=false")
+    assert prepare_data(load_pairs(cfg.dataset), cfg.dataset, tiny_tokenizer, seed=0).rows_kept == 31

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from medexp.config import UserError
 from medexp.data.loading import RawPairs
+from medexp.data.multiple_choice import match_key
 
 if TYPE_CHECKING:
     import datasets
@@ -32,6 +33,7 @@ class PreparedData:
     rows_in: int
     dropped: Counter[str] = field(default_factory=Counter)
     fingerprint: str = ""
+    leakage: int = 0  # validation questions also in train (0 by construction; reported as a check)
 
     @property
     def rows_kept(self) -> int:
@@ -44,6 +46,7 @@ class PreparedData:
             "data/rows_kept": self.rows_kept,
             "data/train_rows": len(self.train_pairs),
             "data/validation_rows": len(self.validation_pairs),
+            "data/leakage": self.leakage,
         }
         out.update({f"data/dropped/{reason}": n for reason, n in sorted(self.dropped.items())})
         return out
@@ -52,7 +55,8 @@ class PreparedData:
         dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items())) or "none"
         return (
             f"data: read {self.rows_in} rows, kept {self.rows_kept} "
-            f"({len(self.train_pairs)} train / {len(self.validation_pairs)} validation); dropped: {dropped}"
+            f"({len(self.train_pairs)} train / {len(self.validation_pairs)} validation, {self.leakage} questions "
+            f"in both); dropped: {dropped}"
         )
 
 
@@ -96,6 +100,33 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def drop_duplicates(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """Pairs with a question and answer equal, after folding case, whitespace and punctuation, kept once."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for question, answer in pairs:
+        key = (match_key(question), match_key(answer))
+        if key not in seen:
+            seen.add(key)
+            unique.append((question, answer))
+    return unique, len(pairs) - len(unique)
+
+
+def split_by_question(
+    order: list[int], pairs: list[tuple[str, str]], n_val: int
+) -> tuple[list[int], list[int]]:
+    """(validation, train) indices: whole questions go to validation until it holds n_val pairs, so no
+    question (after folding case, whitespace and punctuation) is in both splits."""
+    groups: dict[str, list[int]] = {}
+    for i in order:
+        groups.setdefault(match_key(pairs[i][0]), []).append(i)
+    validation: list[int] = []
+    train: list[int] = []
+    for group in groups.values():
+        (validation if len(validation) < n_val else train).extend(group)
+    return validation, train
+
+
 def prepare_data(
     raw: RawPairs, dataset_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> PreparedData:
@@ -103,6 +134,8 @@ def prepare_data(
     import datasets
 
     pairs, rows_in, dropped = raw.pairs, raw.rows_in, Counter(raw.dropped)
+    if dataset_cfg.get("dedup", True):
+        pairs, dropped["duplicate"] = drop_duplicates(pairs)
 
     system_prompt = str(dataset_cfg.system_prompt).strip()
     input_ids, masks = tokenize_pairs(tokenizer, system_prompt, pairs)
@@ -123,7 +156,14 @@ def prepare_data(
             f"dataset.max_tokens (now {dataset_cfg.max_tokens})."
         )
     n_val = min(len(keep) - 1, max(1, round(len(keep) * dataset_cfg.val_fraction)))
-    splits = {"validation": keep[:n_val], "train": keep[n_val:]}
+    validation, train = split_by_question(keep, pairs, n_val)
+    if not train:
+        raise UserError(
+            f"All {len(keep)} usable pairs share one question, so no split keeps validation questions out of "
+            "training. Use data with more than one distinct question."
+        )
+    splits = {"validation": validation, "train": train}
+    leaked = {match_key(pairs[i][0]) for i in validation} & {match_key(pairs[i][0]) for i in train}
 
     def build(idx: list[int]) -> datasets.Dataset:
         return datasets.Dataset.from_dict(
@@ -142,6 +182,7 @@ def prepare_data(
         rows_in=rows_in,
         dropped=dropped,
         fingerprint=digest.hexdigest()[:16],
+        leakage=len(leaked),
     )
     log.info("%s (question column %r, answer column %r)", data.summary(), *raw.columns)
     return data
