@@ -24,7 +24,9 @@ def test_dict_options_with_letter_answer_and_five_options():
     )
 
 
-@pytest.mark.parametrize(("answer", "base", "expected"), [(0, 0, 0), (3, 0, 3), (1, 1, 0), ("4", 1, 3)])
+@pytest.mark.parametrize(
+    ("answer", "base", "expected"), [(0, 0, 0), (3, 0, 3), (1, 1, 0), ("4", 1, 3), (2.0, 0, 2)]
+)  # 2.0: an index column with a missing value loads as floats
 def test_index_answers_follow_the_sources_base(answer, base, expected):
     assert normalise("Q?", ["a1", "a2", "a3", "a4"], answer, index_base=base).answer_index == expected
 
@@ -49,6 +51,8 @@ def test_text_answer_matches_after_folding_case_space_and_punctuation():
         ("Q?", ["a", "b"], "D", None, "answer_out_of_range"),
         ("Q?", ["a", "b"], 5, 0, "answer_out_of_range"),
         ("Q?", ["a", "b"], "neither", None, "answer_not_an_option"),
+        ("Q?", ["a", "b"], "²", 0, "answer_not_an_option"),  # a digit to str.isdigit, not to int()
+        ("Q?", ["a", "b"], 1.5, 0, "answer_not_an_option"),
         ("Q?", ["Same thing", "same thing!"], "same thing", None, "ambiguous_answer"),
     ],
 )

@@ -8,6 +8,7 @@ be normalised raises `Skip` with a reason; `normalise_rows` counts the reasons a
 
 from __future__ import annotations
 
+import numbers
 import re
 import string
 import unicodedata
@@ -93,13 +94,25 @@ def _options(raw: Any) -> list[str]:
     return options
 
 
+def _whole_number(value: Any) -> int | None:
+    """An int, an integral float (an index column with a gap loads as floats) or a string of decimal digits."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return int(value)
+    text = _clean(value)
+    return int(text) if text.isdecimal() and text.isascii() else None
+
+
 def _answer_index(answer: Any, options: Sequence[str], index_base: int | None) -> int:
     if answer is None or (isinstance(answer, float) and answer != answer) or _clean(answer) == "":
         raise Skip("missing_answer")
     # Numbers are indices only where the source says it counts that way; elsewhere "5" may be an option's text.
-    is_int = isinstance(answer, int) and not isinstance(answer, bool)
-    if index_base is not None and (is_int or _clean(answer).isdigit()):
-        index = int(answer) - index_base
+    number = _whole_number(answer) if index_base is not None else None
+    if number is not None:
+        index = number - index_base
         if not 0 <= index < len(options):
             raise Skip("answer_out_of_range")
         return index
