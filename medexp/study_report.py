@@ -94,11 +94,12 @@ class StudyRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        trials = study.trials  # one read of the storage for all the counts
         metrics = [
-            Metric(f"trials/{name.lower()}", len(counted(study.trials, (name,))), now, trial.number)
+            Metric(f"trials/{name.lower()}", len(counted(trials, (name,))), now, trial.number)
             for name in ("COMPLETE", "PRUNED", "FAIL")
         ]
-        if counted(study.trials, ("COMPLETE",)):
+        if counted(trials, ("COMPLETE",)):
             metrics.append(Metric("best_value", study.best_value, now, trial.number))
         self.client.log_batch(self.run_id, metrics=metrics)
         child = trial.user_attrs.get(RUN_ID_ATTR)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
@@ -67,7 +67,6 @@ class TrialReporter:
     study_name: str
     parent_run_id: str | None
     pruned_at: int | None = None
-    reported: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def number(self) -> int:
@@ -86,12 +85,10 @@ class TrialReporter:
         self.trial.set_user_attr(RUN_ID_ATTR, run_id)
 
     def finish(self, tracker, steps: int) -> None:
-        """Record the steps this trial consumed, and on its run whether it was pruned."""
+        """Record the steps this trial consumed, and on its run whether it was pruned. (The run's final
+        `medexp.trial_state` is set by the sweeper, from the state Optuna was told.)"""
         self.trial.set_user_attr(STEPS_ATTR, steps)
-        pruned = self.pruned_at is not None
-        tracker.set_tags(
-            {"medexp.trial_state": "PRUNED" if pruned else "COMPLETE", "pruned": str(pruned).lower()}
-        )
+        tracker.set_tags({"pruned": str(self.pruned_at is not None).lower()})
 
     def callback(self):
         from transformers import TrainerCallback
@@ -104,7 +101,6 @@ class TrialReporter:
                 if value is None:
                     return
                 reporter.trial.report(float(value), step=state.global_step)
-                reporter.reported.append((state.global_step, float(value)))
                 if reporter.trial.should_prune():
                     reporter.pruned_at = state.global_step
                     log.info(

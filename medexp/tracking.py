@@ -127,13 +127,15 @@ def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
 def start_run(
     tracking_cfg: DictConfig, tags: dict[str, str | None], run_name: str | None = None
 ) -> Iterator[Tracker]:
-    """Open an MLflow run (or a no-op tracker with tracking=none) and always close it with a final status."""
+    """Open an MLflow run (or a no-op tracker with tracking=none) and always close it with a final status.
+
+    The run is named `tracking.run_name` when set, else `run_name`, else by MLflow."""
     if not tracking_cfg.enabled:
         yield Tracker()
         return
 
     client, experiment_id = mlflow_client(tracking_cfg)
-    run = client.create_run(experiment_id, run_name=run_name or tracking_cfg.run_name, tags=clean_tags(tags))
+    run = client.create_run(experiment_id, run_name=tracking_cfg.run_name or run_name, tags=clean_tags(tags))
     run_id = run.info.run_id
     log.info("MLflow run %s (experiment %r) at %s", run_id, tracking_cfg.experiment, tracking_cfg.uri)
     try:

@@ -83,8 +83,7 @@ def train(cfg: DictConfig) -> RunResult:
     }
     if trial is not None:
         tags |= trial.run_tags()
-    run_name = cfg.tracking.get("run_name") or (f"trial_{trial.number}" if trial is not None else None)
-    with start_run(cfg.tracking, tags, run_name) as tracker:
+    with start_run(cfg.tracking, tags, f"trial_{trial.number}" if trial is not None else None) as tracker:
         tracker.log_params(flatten(cfg))
         tracker.log_artifact(config_path)
         tracker.log_metrics(data.metrics())

@@ -45,7 +45,7 @@ def load_pairs(dataset_cfg: DictConfig) -> RawPairs:
     letter and text (medexp.data.multiple_choice); rows that cannot be normalised are dropped by reason.
     """
     frame = read_rows(dataset_cfg)
-    if dataset_cfg.get("kind", "qa") == "multiple_choice":
+    if dataset_cfg.kind == "multiple_choice":
         return _multiple_choice_pairs(frame, dataset_cfg)
     q_col, a_col = resolve_columns(
         [str(c) for c in frame.columns], dataset_cfg.question_field, dataset_cfg.answer_field

@@ -134,7 +134,7 @@ def prepare_data(
     import datasets
 
     pairs, rows_in, dropped = raw.pairs, raw.rows_in, Counter(raw.dropped)
-    if dataset_cfg.get("dedup", True):
+    if dataset_cfg.dedup:
         pairs, dropped["duplicate"] = drop_duplicates(pairs)
 
     system_prompt = str(dataset_cfg.system_prompt).strip()
