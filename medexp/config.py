@@ -160,6 +160,16 @@ def _validate_dataset(cfg: DictConfig) -> None:
     _positive_int(cfg, "dataset.max_tokens", 1024)
     if d.kind not in ("qa", "multiple_choice"):
         raise UserError(f"dataset.kind must be qa or multiple_choice, got {d.kind!r}.")
+    if not isinstance(d.dedup, bool):
+        raise UserError(f"dataset.dedup must be true or false, got {d.dedup!r}.")
+    columns = d.option_columns
+    if columns is not None and (
+        not OmegaConf.is_list(columns) or not columns or not all(isinstance(c, str) for c in columns)
+    ):
+        raise UserError(
+            f"dataset.option_columns must be a list of column names, one per option, got {columns!r}. "
+            "For example: dataset.option_columns=[opa,opb,opc,opd]."
+        )
     if d.index_base not in (None, 0, 1):
         raise UserError(
             f"dataset.index_base must be 0, 1 or null, got {d.index_base!r}: how the source counts the index of "

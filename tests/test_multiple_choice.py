@@ -224,6 +224,9 @@ def test_multiple_choice_file_fields_are_detected_or_named(make_cfg, tmp_path):
     [
         ("dataset.kind=mcq", "dataset.kind must be qa or multiple_choice"),
         ("dataset.index_base=2", "dataset.index_base must be 0, 1 or null"),
+        ("dataset.dedup=maybe", "dataset.dedup must be true or false, got 'maybe'"),
+        ("dataset.option_columns=opa", "dataset.option_columns must be a list of column names"),
+        ("dataset.option_columns=[]", "dataset.option_columns must be a list of column names"),
     ],
 )
 def test_bad_multiple_choice_settings_are_named(make_cfg, override, message):
