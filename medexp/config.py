@@ -81,9 +81,14 @@ def validate(cfg: DictConfig) -> None:
         )
 
     _validate_lora(cfg)
-    _validate_trainer(cfg)
-    _validate_dataset(cfg)
     _validate_model(cfg)
+    _validate_trainer(cfg)
+    for name, stage_cfg in stage_configs(cfg):  # a run without `stages` is one stage: cfg itself, named ""
+        if name:
+            _validate_trainer(stage_cfg)  # the stage's trainer overrides applied
+        _validate_dataset(cfg, f"stages.{name}.dataset" if name else "dataset")
+    for name in cfg.get("mixture") or {}:
+        _validate_dataset(cfg, f"mixture.{name}")
     unknown = [m for m in cfg.eval.metrics if m not in ("loss", "perplexity")]
     if unknown:
         raise UserError(f"eval.metrics has unknown names {unknown}. Known: loss, perplexity.")
@@ -114,6 +119,41 @@ def _validate_lora(cfg: DictConfig) -> None:
             "`pip install 'medexp[qlora]'` (or `pip install bitsandbytes`), or train without quantization "
             "with lora=default."
         )
+
+
+def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """The stages a run trains, in order, each as a full config: `dataset` replaced by the stage's dataset and
+    `trainer` updated with the stage's `trainer` overrides. A run without `stages` is one stage named ""."""
+    stages = cfg.get("stages") or {}
+    if not stages:
+        return [("", cfg)]
+    if not OmegaConf.is_dict(stages):
+        raise UserError(f"stages must be a mapping of stage name -> {{dataset, trainer}}, got {stages!r}.")
+    out = []
+    for name, stage in stages.items():
+        if not OmegaConf.is_dict(stage) or not OmegaConf.is_dict(stage.get("dataset")):
+            raise UserError(
+                f"Stage {name!r} has no dataset. Give each stage one with +dataset@stages.{name}.dataset=<option> "
+                f"(for example +dataset@stages.{name}.dataset=pubmedqa), or in an experiment preset's defaults."
+            )
+        unknown = sorted(set(stage) - {"dataset", "trainer"})
+        if unknown:
+            raise UserError(
+                f"stages.{name} has unknown keys {unknown}. A stage holds `dataset` and optional `trainer` overrides."
+            )
+        overrides = stage.get("trainer") or {}
+        bad = sorted(set(overrides) - set(cfg.trainer))
+        if bad:
+            raise UserError(
+                f"stages.{name}.trainer sets {bad}, which are not trainer settings. "
+                f"Known: {', '.join(cfg.trainer)}."
+            )
+        stage_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        stage_cfg.dataset = stage.dataset
+        stage_cfg.trainer = OmegaConf.merge(cfg.trainer, overrides)
+        stage_cfg.stages = {}
+        out.append((str(name), stage_cfg))
+    return out
 
 
 def _validate_trainer(cfg: DictConfig) -> None:
@@ -150,53 +190,74 @@ def _validate_trainer(cfg: DictConfig) -> None:
         raise UserError(f"trainer.padding_free must be auto, true or false, got {t.padding_free!r}.")
 
 
-def _validate_dataset(cfg: DictConfig) -> None:
-    d = cfg.dataset
-    if not 0 < _number(cfg, "dataset.val_fraction") < 1:
+def _validate_dataset(cfg: DictConfig, key: str = "dataset") -> None:
+    """Check one dataset node: `dataset`, `stages.<name>.dataset` or a `mixture.<name>` component."""
+    d = OmegaConf.select(cfg, key)
+    if not OmegaConf.is_dict(d) or "system_prompt" not in d:
         raise UserError(
-            f"dataset.val_fraction must be strictly between 0 and 1, got {d.val_fraction}. "
-            "It is the share of pairs held out for validation, e.g. dataset.val_fraction=0.05."
+            f"{key} is not a dataset config (got {d!r}). Pick an option of conf/dataset for it, "
+            f"e.g. +dataset@{key}=safety."
         )
-    _positive_int(cfg, "dataset.max_tokens", 1024)
+    weight = _number(cfg, f"{key}.weight")
+    if weight <= 0:
+        raise UserError(
+            f"{key}.weight must be positive, got {weight}: the copies of each training row this source adds "
+            "(0.5 = a seeded half of its rows, 2 = every row twice)."
+        )
+    threshold = d.near_dup.threshold
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1
+    ):
+        raise UserError(
+            f"{key}.near_dup.threshold must be a Jaccard similarity strictly between 0 and 1, or null to turn near-duplicate "
+            f"removal off; got {threshold!r}. 0.9 drops pairs that differ by a few words."
+        )
+    _positive_int(cfg, f"{key}.near_dup.num_perm", 128)
+    if not 0 < _number(cfg, f"{key}.val_fraction") < 1:
+        raise UserError(
+            f"{key}.val_fraction must be strictly between 0 and 1, got {d.val_fraction}. "
+            f"It is the share of pairs held out for validation, e.g. {key}.val_fraction=0.05."
+        )
+    _positive_int(cfg, f"{key}.max_tokens", 1024)
     if d.kind not in ("qa", "multiple_choice"):
-        raise UserError(f"dataset.kind must be qa or multiple_choice, got {d.kind!r}.")
+        raise UserError(f"{key}.kind must be qa or multiple_choice, got {d.kind!r}.")
     if not isinstance(d.dedup, bool):
-        raise UserError(f"dataset.dedup must be true or false, got {d.dedup!r}.")
+        raise UserError(f"{key}.dedup must be true or false, got {d.dedup!r}.")
     columns = d.option_columns
     if columns is not None and (
         not OmegaConf.is_list(columns) or not columns or not all(isinstance(c, str) for c in columns)
     ):
         raise UserError(
-            f"dataset.option_columns must be a list of column names, one per option, got {columns!r}. "
-            "For example: dataset.option_columns=[opa,opb,opc,opd]."
+            f"{key}.option_columns must be a list of column names, one per option, got {columns!r}. "
+            f"For example: {key}.option_columns=[opa,opb,opc,opd]."
         )
     if d.index_base not in (None, 0, 1):
         raise UserError(
-            f"dataset.index_base must be 0, 1 or null, got {d.index_base!r}: how the source counts the index of "
+            f"{key}.index_base must be 0, 1 or null, got {d.index_base!r}: how the source counts the index of "
             "the correct option (null when the answer is a letter or the option's text)."
         )
     if d.limit is not None:
-        _positive_int(cfg, "dataset.limit", 1000)
+        _positive_int(cfg, f"{key}.limit", 1000)
     if not d.system_prompt or not str(d.system_prompt).strip():
-        raise UserError("dataset.system_prompt is empty. Every training pair is formatted with it; set one.")
+        raise UserError(f"{key}.system_prompt is empty. Every training pair is formatted with it; set one.")
     if d.path is None:
         if not d.name:
             raise UserError(
-                "dataset.path is required: the dataset names neither a local file (dataset.path) nor a hub id "
-                "(dataset.name). Give a local .csv, .json, .jsonl or .parquet file, e.g. "
-                "`dataset=file dataset.path=data/my_qa.jsonl`, or use a hub dataset such as dataset=medquad."
+                f"{key}.path is required: the dataset names neither a local file ({key}.path) nor a hub id "
+                f"({key}.name). Give a local .csv, .json, .jsonl or .parquet file, e.g. "
+                f"`dataset=file {key}.path=data/my_qa.jsonl`, or use a hub dataset such as dataset=medquad."
             )
         return
     path = Path(str(d.path)).expanduser()
     if not path.is_file():
         raise UserError(
-            f"dataset.path={d.path!r} does not exist or is not a file (resolved to {path.resolve()}). "
+            f"{key}.path={d.path!r} does not exist or is not a file (resolved to {path.resolve()}). "
             "Give the path of a local .csv, .json, .jsonl or .parquet file, relative to the directory you "
             "launch from."
         )
     if path.suffix.lower() not in LOCAL_FILE_SUFFIXES:
         raise UserError(
-            f"dataset.path={d.path!r} has suffix {path.suffix!r}, which medexp cannot read. "
+            f"{key}.path={d.path!r} has suffix {path.suffix!r}, which medexp cannot read. "
             f"Use one of {', '.join(LOCAL_FILE_SUFFIXES)}."
         )
 

@@ -62,6 +62,7 @@ class Tracker:
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_artifacts(self, path: str | Path, artifact_path: str) -> None: ...
+    def log_inputs(self, datasets: list[tuple[Any, str]]) -> None: ...
 
 
 class MlflowTracker(Tracker):
@@ -92,6 +93,18 @@ class MlflowTracker(Tracker):
 
     def log_artifacts(self, path: str | Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+    def log_inputs(self, datasets: list[tuple[Any, str]]) -> None:
+        """Log (mlflow.data dataset, context) pairs as the run's dataset inputs, as mlflow.log_input does."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [
+            DatasetInput(ds._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+            for ds, context in datasets
+        ]
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
 
 def _is_local_store(uri: str) -> bool:
@@ -125,17 +138,25 @@ def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
 
 @contextmanager
 def start_run(
-    tracking_cfg: DictConfig, tags: dict[str, str | None], run_name: str | None = None
+    tracking_cfg: DictConfig,
+    tags: dict[str, str | None],
+    run_name: str | None = None,
+    parent: Tracker | None = None,
 ) -> Iterator[Tracker]:
     """Open an MLflow run (or a no-op tracker with tracking=none) and always close it with a final status.
 
-    The run is named `tracking.run_name` when set, else `run_name`, else by MLflow."""
+    The run is named `tracking.run_name` when set, else `run_name`, else by MLflow. With `parent`, it is a
+    child run of that one (named `run_name`), as a training stage is."""
     if not tracking_cfg.enabled:
         yield Tracker()
         return
 
     client, experiment_id = mlflow_client(tracking_cfg)
-    run = client.create_run(experiment_id, run_name=tracking_cfg.run_name or run_name, tags=clean_tags(tags))
+    if parent is not None:
+        tags = {**tags, "mlflow.parentRunId": parent.run_id}
+    else:
+        run_name = tracking_cfg.run_name or run_name
+    run = client.create_run(experiment_id, run_name=run_name, tags=clean_tags(tags))
     run_id = run.info.run_id
     log.info("MLflow run %s (experiment %r) at %s", run_id, tracking_cfg.experiment, tracking_cfg.uri)
     try:

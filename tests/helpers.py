@@ -22,6 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TINY_MODEL = Path(assets_dir()) / "tiny_llama"
 SAMPLE = Path(assets_dir()) / "sample" / "medquad_sample.jsonl"
+SAFETY = Path(assets_dir()) / "safety" / "safety_sft.jsonl"
 
 
 def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:

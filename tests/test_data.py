@@ -205,6 +205,12 @@ def test_exact_duplicates_are_dropped_and_questions_never_straddle_the_split(
     train_questions = {q.lower().strip(" ?") for q, _ in data.train_pairs}
     assert not val_questions & train_questions and data.leakage == 0
     assert data.metrics()["data/leakage"] == 0
-    # with dedup off, the repeated pair stays
+    # with exact dedup off, near-duplicate removal still catches the repeat; with both off, it stays
     cfg = make_cfg("experiment=smoke", "dataset=file", f"dataset.path={path}", "dataset.dedup=false")
+    data = prepare_data(load_pairs(cfg.dataset), cfg.dataset, tiny_tokenizer, seed=0)
+    assert data.rows_kept == 30 and dict(data.dropped) == {"near_duplicate": 1}
+    cfg = make_cfg(
+        "experiment=smoke", "dataset=file", f"dataset.path={path}", "dataset.dedup=false",
+        "dataset.near_dup.threshold=null",
+    )  # fmt: skip
     assert prepare_data(load_pairs(cfg.dataset), cfg.dataset, tiny_tokenizer, seed=0).rows_kept == 31

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -143,23 +144,7 @@ def test_messy_rows_never_stop_the_pipeline(rows):
 
 
 # --- the dataset configs, on fixture files shaped like each hub dataset (written for these tests) ----------
-MEDMCQA_ROWS = [
-    {"id": "1", "question": "Deficiency of which vitamin causes scurvy?", "opa": "Vitamin A", "opb": "Vitamin B1",
-     "opc": "Vitamin C", "opd": "Vitamin D", "cop": 2, "choice_type": "single", "exp": "", "subject_name": "Biochemistry"},
-    {"id": "2", "question": "Which organ makes insulin?", "opa": "Liver", "opb": "Pancreas", "opc": "Spleen",
-     "opd": "Kidney", "cop": 1, "choice_type": "single", "exp": None, "subject_name": "Physiology"},
-    {"id": "3", "question": "", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 0},  # no question
-    {"id": "4", "question": "Out of range?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 7},
-]  # fmt: skip
-MEDQA_ROWS = [
-    {"question": "A 45-year-old man has crushing chest pain for 30 minutes. What is the first test?",
-     "answer": "Electrocardiogram", "options": {"A": "Chest X-ray", "B": "Electrocardiogram", "C": "Echocardiogram",
-     "D": "Stress test"}, "meta_info": "step1", "answer_idx": "B"},
-    {"question": "Which nerve is at risk in a fracture of the humeral shaft?", "answer": "Radial nerve",
-     "options": {"A": "Median nerve", "B": "Ulnar nerve", "C": "Radial nerve", "D": "Axillary nerve",
-     "E": "Musculocutaneous nerve"}, "meta_info": "step1", "answer_idx": "c"},
-    {"question": "Broken row", "answer": "x", "options": {"A": "only one"}, "answer_idx": "A"},
-]  # fmt: skip
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _jsonl(path, rows):
@@ -172,8 +157,7 @@ def _jsonl(path, rows):
 def test_medmcqa_config_on_a_medmcqa_shaped_file(make_cfg, tmp_path, tiny_tokenizer):
     from medexp.data import load_pairs, prepare_data
 
-    path = _jsonl(tmp_path / "medmcqa.jsonl", MEDMCQA_ROWS)
-    cfg = make_cfg("experiment=smoke", "dataset=medmcqa", f"dataset.path={path}")
+    cfg = make_cfg("experiment=smoke", "dataset=medmcqa", f"dataset.path={FIXTURES / 'medmcqa.jsonl'}")
     raw = load_pairs(cfg.dataset)
     assert raw.rows_in == 4 and dict(raw.dropped) == {"mc_missing_question": 1, "mc_answer_out_of_range": 1}
     assert raw.pairs[0] == (
@@ -188,8 +172,9 @@ def test_medmcqa_config_on_a_medmcqa_shaped_file(make_cfg, tmp_path, tiny_tokeni
 def test_medqa_config_on_a_medqa_shaped_file(make_cfg, tmp_path):
     from medexp.data import load_pairs
 
-    path = _jsonl(tmp_path / "medqa.jsonl", MEDQA_ROWS)
-    raw = load_pairs(make_cfg("experiment=smoke", "dataset=medqa", f"dataset.path={path}").dataset)
+    raw = load_pairs(
+        make_cfg("experiment=smoke", "dataset=medqa", f"dataset.path={FIXTURES / 'medqa.jsonl'}").dataset
+    )
     assert [a for _, a in raw.pairs] == ["B. Electrocardiogram", "C. Radial nerve"]
     assert "E. Musculocutaneous nerve" in raw.pairs[1][0]  # a fifth option is kept
     assert dict(raw.dropped) == {"mc_too_few_options": 1}

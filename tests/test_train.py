@@ -194,3 +194,25 @@ def test_cli_smoke_run(tmp_path):
     assert (adapter.parent.parent / "config.yaml").is_file()
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
     assert list((tmp_path / "mlruns" / "artifacts").glob("*/artifacts/adapter/adapter_model.safetensors"))
+
+
+def test_data_report_is_logged(smoke):
+    import json
+
+    _, result, client, runs = smoke
+    run = client.get_run(result.run_id)
+    assert {f.path for f in client.list_artifacts(result.run_id, "data")} == {
+        "data/report.json",
+        "data/token_lengths.png",
+    }
+    local = Path(client.download_artifacts(result.run_id, "data"))
+    assert (local / "token_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((local / "report.json").read_text())
+    assert report["fingerprint"] == run.data.tags["medexp.dataset_fingerprint"]
+    assert report["metrics"]["data/rows_kept"] == 360 and report["token_length"]["max"] <= 256
+    inputs = {
+        (i.dataset.name, {t.key: t.value for t in i.tags}["mlflow.data.context"]): i.dataset
+        for i in run.inputs.dataset_inputs
+    }
+    assert set(inputs) == {("medquad_sample.jsonl", "training"), ("medquad_sample.jsonl", "validation")}
+    assert json.loads(inputs["medquad_sample.jsonl", "validation"].profile)["num_rows"] == 36

@@ -1,6 +1,6 @@
 """Data: reading hub datasets and local files, cleaning, chat formatting and splitting."""
 
-from medexp.data.loading import RawPairs, load_pairs, read_rows, resolve_columns
+from medexp.data.loading import RawPairs, Source, load_mixture, load_pairs, read_rows, resolve_columns
 from medexp.data.multiple_choice import MCFields, MCItem, Skip, normalise, normalise_rows
 from medexp.data.prepare import PreparedData, chat_messages, prepare_data, tokenize_pairs
 
@@ -9,8 +9,10 @@ __all__ = [
     "MCItem",
     "PreparedData",
     "RawPairs",
+    "Source",
     "Skip",
     "chat_messages",
+    "load_mixture",
     "load_pairs",
     "normalise",
     "normalise_rows",

@@ -20,6 +20,7 @@ QUESTION_NAMES = ("question", "instruction", "input", "prompt", "query", "q")
 ANSWER_NAMES = ("answer", "output", "response", "completion", "target", "a")
 MC_ANSWER_NAMES = ("answer_idx", "answer", "correct_answer", "label", "cop", "target")
 OPTIONS_NAMES = ("options", "choices")
+VERDICTS = ("yes", "no", "maybe")  # what a decision_field may hold (PubMedQA's final_decision)
 
 
 @dataclass
@@ -32,49 +33,107 @@ class RawPairs:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass
+class Source:
+    """One dataset of a run, read and cheaply cleaned: the main `dataset`, or a `mixture.<name>` component."""
+
+    name: str  # "dataset" for the main one, else the mixture key (e.g. "safety")
+    cfg: DictConfig
+    raw: RawPairs
+
+
+def load_mixture(cfg: DictConfig) -> list[Source]:
+    """Every `mixture.<name>` component of the run, read and cheaply cleaned, in config order."""
+    mixture = cfg.get("mixture") or {}
+    return [Source(str(name), node, load_pairs(node, f"mixture.{name}")) for name, node in mixture.items()]
+
+
 def _text(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):  # None or NaN: a missing cell
         return ""
     return str(value).strip()
 
 
-def load_pairs(dataset_cfg: DictConfig) -> RawPairs:
+def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
     """Read the source, find its question/answer columns, drop rows with an empty question or answer.
 
     A multiple-choice source becomes pairs too: the question with its "Options:" block, and the answer's
     letter and text (medexp.data.multiple_choice); rows that cannot be normalised are dropped by reason.
+    With `context_field` the question is preceded by its passage; with `decision_field` the answer starts
+    with the verdict ("Yes. ..."), as PubMedQA is. `key` names the config node in error messages.
     """
     frame = read_rows(dataset_cfg)
     if dataset_cfg.kind == "multiple_choice":
-        return _multiple_choice_pairs(frame, dataset_cfg)
-    q_col, a_col = resolve_columns(
-        [str(c) for c in frame.columns], dataset_cfg.question_field, dataset_cfg.answer_field
+        return _multiple_choice_pairs(frame, dataset_cfg, key)
+    columns = [str(c) for c in frame.columns]
+    q_col, a_col = resolve_columns(columns, dataset_cfg.question_field, dataset_cfg.answer_field, key)
+    found = ", ".join(repr(c) for c in columns)
+    context = dataset_cfg.context_field and _pick(
+        columns, dataset_cfg.context_field, (), "context", found, key
+    )
+    decision = dataset_cfg.decision_field and _pick(
+        columns, dataset_cfg.decision_field, (), "decision", found, key
     )
     raw = RawPairs(pairs=[], rows_in=len(frame), columns=(q_col, a_col))
-    for question, answer in zip(frame[q_col].map(_text), frame[a_col].map(_text), strict=True):
+    for row in frame.to_dict("records"):
+        question, answer = _text(row[q_col]), _text(row[a_col])
+        verdict = _text(row[decision]).lower() if decision else None
         if not question:
             raw.dropped["empty_question"] += 1
         elif not answer:
             raw.dropped["empty_answer"] += 1
+        elif verdict is not None and verdict not in VERDICTS:
+            raw.dropped["unknown_decision"] += 1
         else:
+            if context:
+                passage = context_text(row[context])
+                question = f"Context:\n{passage}\n\nQuestion: {question}" if passage else question
+            if verdict is not None:
+                answer = f"{verdict.capitalize()}. {answer}"
             raw.pairs.append((question, answer))
     return raw
 
 
-def _multiple_choice_pairs(frame: pd.DataFrame, dataset_cfg: DictConfig) -> RawPairs:
+def context_text(value: Any) -> str:
+    """A passage as text: a string; a list of paragraphs; or PubMedQA's {"contexts": [...], "labels": [...]}
+    (each paragraph headed by its label, e.g. "METHODS: ...")."""
+    if isinstance(value, dict):
+        paragraphs = [_text(p) for p in _sequence(value.get("contexts"))]
+        labels = [_text(label) for label in _sequence(value.get("labels"))]
+        if len(labels) == len(paragraphs):
+            paragraphs = [
+                f"{label}: {p}" if label else p for label, p in zip(labels, paragraphs, strict=True)
+            ]
+        return "\n".join(p for p in paragraphs if p)
+    if isinstance(value, str):
+        return value.strip()
+    return "\n".join(p for p in (_text(v) for v in _sequence(value)) if p)
+
+
+def _sequence(value: Any) -> list[Any]:
+    """A list from a list, tuple or numpy array (how `datasets` hands nested lists to pandas); else []."""
+    if value is None or isinstance(value, (str, bytes, dict)):
+        return []
+    try:
+        return list(value)
+    except TypeError:
+        return []
+
+
+def _multiple_choice_pairs(frame: pd.DataFrame, dataset_cfg: DictConfig, key: str) -> RawPairs:
     from medexp.data.multiple_choice import MCFields, normalise_rows
 
     columns = [str(c) for c in frame.columns]
     found = ", ".join(repr(c) for c in columns) or "none"
-    question = _pick(columns, dataset_cfg.question_field, QUESTION_NAMES, "question", found)
-    answer = _pick(columns, dataset_cfg.answer_field, MC_ANSWER_NAMES, "answer", found)
+    question = _pick(columns, dataset_cfg.question_field, QUESTION_NAMES, "question", found, key)
+    answer = _pick(columns, dataset_cfg.answer_field, MC_ANSWER_NAMES, "answer", found, key)
     option_columns = tuple(dataset_cfg.option_columns or ())
     options = None
     if option_columns:
         missing = [c for c in option_columns if c not in columns]
         if missing:
             raise UserError(
-                f"dataset.option_columns names {missing}, which the data does not have. Columns found: {found}."
+                f"{key}.option_columns names {missing}, which the data does not have. Columns found: {found}."
             )
     else:
         by_lower = {c.strip().lower(): c for c in columns}
@@ -84,8 +143,8 @@ def _multiple_choice_pairs(frame: pd.DataFrame, dataset_cfg: DictConfig) -> RawP
         if options not in columns:
             raise UserError(
                 f"Could not find the options of the multiple-choice data. Columns found: {found}. Name the field "
-                "holding them all with dataset.options_field=<column>, or one column per option with "
-                "dataset.option_columns=[opa,opb,opc,opd]."
+                f"holding them all with {key}.options_field=<column>, or one column per option with "
+                f"{key}.option_columns=[opa,opb,opc,opd]."
             )
     fields = MCFields(question, answer, options, option_columns, dataset_cfg.index_base)
     items, skipped = normalise_rows(frame.to_dict("records"), fields)
@@ -98,7 +157,7 @@ def read_rows(dataset_cfg: DictConfig) -> pd.DataFrame:
     """All rows of the configured source, as strings or missing values; no cleaning yet."""
     if dataset_cfg.path is not None:
         return _read_file(Path(str(dataset_cfg.path)).expanduser())
-    return _read_hub(str(dataset_cfg.name), str(dataset_cfg.split))
+    return _read_hub(str(dataset_cfg.name), dataset_cfg.subset, str(dataset_cfg.split))
 
 
 def _read_file(path: Path) -> pd.DataFrame:
@@ -122,42 +181,44 @@ def _read_file(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _read_hub(name: str, split: str) -> pd.DataFrame:
+def _read_hub(name: str, subset: str | None, split: str) -> pd.DataFrame:
     import datasets
 
     try:
-        return datasets.load_dataset(name, split=split).to_pandas()
+        return datasets.load_dataset(name, subset, split=split).to_pandas()
     except Exception as err:  # datasets raises many types for "not found" / offline / bad split
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
         raise UserError(
-            f"Could not load dataset {name!r} (split {split!r}) from the Hugging Face Hub or its cache: "
+            f"Could not load dataset {name!r} (subset {subset!r}, split {split!r}) from the Hugging Face Hub or its cache: "
             f"{first_line}. Check the id and split, your network (HF_HUB_OFFLINE=1 only reads the cache), or "
             "use a local file with dataset=file dataset.path=…"
         ) from None
 
 
 def resolve_columns(
-    columns: list[str], question_field: str | None, answer_field: str | None
+    columns: list[str], question_field: str | None, answer_field: str | None, key: str = "dataset"
 ) -> tuple[str, str]:
     """The (question, answer) column names: the configured ones, else the first common name present."""
     found = ", ".join(repr(c) for c in columns) or "none"
-    question = _pick(columns, question_field, QUESTION_NAMES, "question", found)
-    answer = _pick(columns, answer_field, ANSWER_NAMES, "answer", found)
+    question = _pick(columns, question_field, QUESTION_NAMES, "question", found, key)
+    answer = _pick(columns, answer_field, ANSWER_NAMES, "answer", found, key)
     if question == answer:
         raise UserError(
             f"The question and answer columns are both {question!r}. Columns found: {found}. "
-            "Name them with dataset.question_field=… and dataset.answer_field=…"
+            f"Name them with {key}.question_field=… and {key}.answer_field=…"
         )
     return question, answer
 
 
-def _pick(columns: list[str], configured: str | None, names: tuple[str, ...], role: str, found: str) -> str:
+def _pick(
+    columns: list[str], configured: str | None, names: tuple[str, ...], role: str, found: str, key: str
+) -> str:
     if configured is not None:
         if configured in columns:
             return configured
         raise UserError(
-            f"dataset.{role}_field={configured!r} is not a column of the data. Columns found: {found}. "
-            f"Set dataset.{role}_field to one of them, or to null to detect it."
+            f"{key}.{role}_field={configured!r} is not a column of the data. Columns found: {found}. "
+            f"Set {key}.{role}_field to one of them, or to null{' to detect it' if names else ''}."
         )
     by_lower = {c.strip().lower(): c for c in columns}
     for name in names:
@@ -165,5 +226,5 @@ def _pick(columns: list[str], configured: str | None, names: tuple[str, ...], ro
             return by_lower[name]
     raise UserError(
         f"Could not find {'an' if role == 'answer' else 'a'} {role} column. Columns found: {found}; medexp looks for "
-        f"{', '.join(names)} (any case). Name it with dataset.{role}_field=<column>."
+        f"{', '.join(names)} (any case). Name it with {key}.{role}_field=<column>."
     )

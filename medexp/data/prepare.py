@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from medexp.config import UserError
-from medexp.data.loading import RawPairs
+from medexp.data.loading import RawPairs, Source
 from medexp.data.multiple_choice import match_key
 
 if TYPE_CHECKING:
@@ -23,41 +23,70 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class SourceReport:
+    """What one source contributed: rows read and kept, training rows after its weight, drops by reason."""
+
+    rows_in: int
+    rows_kept: int = 0
+    train_rows: int = 0
+    weight: float = 1.0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class PreparedData:
     """Tokenized splits (input_ids + completion_mask, ready for TRL) and the report of what was kept."""
 
     train: datasets.Dataset
     validation: datasets.Dataset
-    train_pairs: list[tuple[str, str]]
+    train_pairs: list[tuple[str, str]]  # distinct pairs in training (before weights repeat or thin them)
     validation_pairs: list[tuple[str, str]]
     rows_in: int
+    train_sources: list[str] = field(default_factory=list)  # the source (Source.name) of each train pair
+    validation_sources: list[str] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     fingerprint: str = ""
     leakage: int = 0  # validation questions also in train (0 by construction; reported as a check)
+    sources: dict[str, SourceReport] = field(default_factory=dict)
+    max_tokens: int = 0  # the main dataset's length limit, drawn on the length histogram
 
     @property
     def rows_kept(self) -> int:
         return len(self.train_pairs) + len(self.validation_pairs)
 
+    def token_lengths(self, split: str) -> list[int]:
+        return [len(ids) for ids in getattr(self, split)["input_ids"]]
+
     def metrics(self) -> dict[str, float]:
-        """Counts as MLflow metrics: data/rows_in, data/rows_kept, data/dropped/<reason>, split sizes."""
+        """Counts as MLflow metrics: data/rows_in, data/rows_kept, data/dropped/<reason>, split sizes, and
+        per source of a mixture data/mix/<name>/{rows_in,rows_kept,train_rows,weight}."""
         out = {
             "data/rows_in": self.rows_in,
             "data/rows_kept": self.rows_kept,
-            "data/train_rows": len(self.train_pairs),
-            "data/validation_rows": len(self.validation_pairs),
+            "data/train_rows": len(self.train),
+            "data/validation_rows": len(self.validation),
             "data/leakage": self.leakage,
         }
         out.update({f"data/dropped/{reason}": n for reason, n in sorted(self.dropped.items())})
+        if len(self.sources) > 1:
+            for name, src in self.sources.items():
+                for key in ("rows_in", "rows_kept", "train_rows", "weight"):
+                    out[f"data/mix/{name}/{key}"] = getattr(src, key)
         return out
 
     def summary(self) -> str:
         dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items())) or "none"
-        return (
+        text = (
             f"data: read {self.rows_in} rows, kept {self.rows_kept} "
-            f"({len(self.train_pairs)} train / {len(self.validation_pairs)} validation, {self.leakage} questions "
+            f"({len(self.train)} train / {len(self.validation)} validation rows, {self.leakage} questions "
             f"in both); dropped: {dropped}"
         )
+        if len(self.sources) > 1:
+            text += "; mixture: " + ", ".join(
+                f"{name} {s.rows_kept} kept x{s.weight:g} -> {s.train_rows} train"
+                for name, s in self.sources.items()
+            )
+        return text
 
 
 def chat_messages(system_prompt: str, question: str, answer: str | None = None) -> list[dict[str, str]]:
@@ -127,62 +156,130 @@ def split_by_question(
     return validation, train
 
 
+def _clean(source: Source, tokenizer: PreTrainedTokenizerBase, seed: int) -> tuple[list[Item], SourceReport]:
+    """One source's pairs deduplicated, near-deduplicated, tokenized, length-filtered, shuffled and limited."""
+    from medexp.data.near_dup import drop_near_duplicates
+
+    cfg = source.cfg
+    pairs, report = source.raw.pairs, SourceReport(rows_in=source.raw.rows_in, weight=float(cfg.weight))
+    report.dropped.update(source.raw.dropped)
+    if cfg.dedup:
+        pairs, report.dropped["duplicate"] = drop_duplicates(pairs)
+    if cfg.near_dup.threshold is not None:
+        pairs, report.dropped["near_duplicate"] = drop_near_duplicates(
+            pairs, float(cfg.near_dup.threshold), int(cfg.near_dup.num_perm)
+        )
+    system_prompt = str(cfg.system_prompt).strip()
+    input_ids, masks = tokenize_pairs(tokenizer, system_prompt, pairs)
+    items = [
+        Item(source.name, system_prompt, q, a, ids, mask)
+        for (q, a), ids, mask in zip(pairs, input_ids, masks, strict=True)
+        if len(ids) <= cfg.max_tokens
+    ]
+    report.dropped["too_long"] = len(pairs) - len(items)
+    random.Random(seed).shuffle(items)
+    if cfg.limit is not None and len(items) > cfg.limit:
+        report.dropped["over_limit"] = len(items) - cfg.limit
+        items = items[: cfg.limit]
+    report.dropped = +report.dropped  # drop zero counts
+    report.rows_kept = len(items)
+    return items, report
+
+
+@dataclass
+class Item:
+    source: str
+    system_prompt: str
+    question: str
+    answer: str
+    input_ids: list[int]
+    mask: list[int]
+
+
+def _weighted(items: list[Item], weight: float, rng: random.Random) -> list[Item]:
+    """floor(weight) copies of every item, plus a seeded sample of the fractional part."""
+    whole, frac = divmod(weight, 1.0)
+    extra = rng.sample(items, round(len(items) * frac))
+    return items * int(whole) + extra
+
+
 def prepare_data(
-    raw: RawPairs, dataset_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, seed: int
+    raw: RawPairs,
+    dataset_cfg: DictConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+    mixture: list[Source] | tuple[Source, ...] = (),
 ) -> PreparedData:
-    """Chat-format, length-filter, limit and split cleaned pairs. Deterministic for a given seed."""
+    """Clean each source, chat-format with its system prompt, length-filter, limit; split all of them together
+    by question (the main dataset's val_fraction); then weight each source's training rows. Validation rows
+    are never weighted, so validation loss covers every source once. Deterministic for a given seed."""
     import datasets
 
-    pairs, rows_in, dropped = raw.pairs, raw.rows_in, Counter(raw.dropped)
-    if dataset_cfg.dedup:
-        pairs, dropped["duplicate"] = drop_duplicates(pairs)
+    sources = [Source("dataset", dataset_cfg, raw), *mixture]
+    items: list[Item] = []
+    reports: dict[str, SourceReport] = {}
+    for source in sources:
+        kept, reports[source.name] = _clean(source, tokenizer, seed)
+        items.extend(kept)
+    rows_in = sum(r.rows_in for r in reports.values())
+    dropped: Counter[str] = sum((r.dropped for r in reports.values()), Counter())
 
-    system_prompt = str(dataset_cfg.system_prompt).strip()
-    input_ids, masks = tokenize_pairs(tokenizer, system_prompt, pairs)
-    keep = [i for i, ids in enumerate(input_ids) if len(ids) <= dataset_cfg.max_tokens]
-    dropped["too_long"] = len(pairs) - len(keep)
-
-    rng = random.Random(seed)
-    rng.shuffle(keep)
-    if dataset_cfg.limit is not None and len(keep) > dataset_cfg.limit:
-        dropped["over_limit"] = len(keep) - dataset_cfg.limit
-        keep = keep[: dataset_cfg.limit]
-    dropped = +dropped  # drop zero counts
-
-    if len(keep) < 2:
+    if len(items) < 2:
         raise UserError(
-            f"Only {len(keep)} usable pair(s) left out of {rows_in} rows (dropped: {dict(dropped) or 'none'}); "
+            f"Only {len(items)} usable pair(s) left out of {rows_in} rows (dropped: {dict(dropped) or 'none'}); "
             "training needs at least 2 (one for validation). Check the question/answer columns, or raise "
             f"dataset.max_tokens (now {dataset_cfg.max_tokens})."
         )
-    n_val = min(len(keep) - 1, max(1, round(len(keep) * dataset_cfg.val_fraction)))
-    validation, train = split_by_question(keep, pairs, n_val)
+    rng = random.Random(seed)
+    order = list(range(len(items)))
+    if mixture:
+        rng.shuffle(order)  # interleave the sources, so validation draws from each
+    n_val = min(len(items) - 1, max(1, round(len(items) * dataset_cfg.val_fraction)))
+    questions = [(item.question, item.answer) for item in items]
+    validation, train = split_by_question(order, questions, n_val)
     if not train:
         raise UserError(
-            f"All {len(keep)} usable pairs share one question, so no split keeps validation questions out of "
+            f"All {len(items)} usable pairs share one question, so no split keeps validation questions out of "
             "training. Use data with more than one distinct question."
         )
-    splits = {"validation": validation, "train": train}
-    leaked = {match_key(pairs[i][0]) for i in validation} & {match_key(pairs[i][0]) for i in train}
+    leaked = {match_key(items[i].question) for i in validation} & {
+        match_key(items[i].question) for i in train
+    }
 
-    def build(idx: list[int]) -> datasets.Dataset:
-        return datasets.Dataset.from_dict(
-            {"input_ids": [input_ids[i] for i in idx], "completion_mask": [masks[i] for i in idx]}
+    train_items: list[Item] = []
+    for name, report in reports.items():
+        own = [items[i] for i in train if items[i].source == name]
+        weighted = _weighted(own, report.weight, rng)
+        report.train_rows = len(weighted)
+        train_items.extend(weighted)
+    if not train_items:
+        raise UserError(
+            "The mixture weights leave no training rows. Give at least one source a weight that keeps rows, "
+            "e.g. dataset.weight=1."
         )
 
-    digest = hashlib.sha256(system_prompt.encode())
-    for name in ("train", "validation"):
-        for i in splits[name]:
-            digest.update(f"\0{name}\0{pairs[i][0]}\0{pairs[i][1]}".encode())
+    def build(chosen: list[Item]) -> datasets.Dataset:
+        return datasets.Dataset.from_dict(
+            {"input_ids": [it.input_ids for it in chosen], "completion_mask": [it.mask for it in chosen]}
+        )
+
+    digest = hashlib.sha256()
+    for split, chosen in (("train", train_items), ("validation", [items[i] for i in validation])):
+        for it in chosen:
+            digest.update(f"\0{split}\0{it.source}\0{it.system_prompt}\0{it.question}\0{it.answer}".encode())
     data = PreparedData(
-        train=build(splits["train"]),
-        validation=build(splits["validation"]),
-        train_pairs=[pairs[i] for i in splits["train"]],
-        validation_pairs=[pairs[i] for i in splits["validation"]],
+        train=build(train_items),
+        validation=build([items[i] for i in validation]),
+        train_pairs=[(items[i].question, items[i].answer) for i in train],
+        validation_pairs=[(items[i].question, items[i].answer) for i in validation],
+        train_sources=[items[i].source for i in train],
+        validation_sources=[items[i].source for i in validation],
         rows_in=rows_in,
-        dropped=dropped,
+        dropped=+dropped,
         fingerprint=digest.hexdigest()[:16],
         leakage=len(leaked),
+        sources=reports,
+        max_tokens=int(dataset_cfg.max_tokens),
     )
     log.info("%s (question column %r, answer column %r)", data.summary(), *raw.columns)
     return data

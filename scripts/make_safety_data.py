@@ -1,0 +1,175 @@
+"""Write medexp's embedded safety training set: risky medical prompts with safe answers, written by the medexp
+developers (nothing copied from an existing dataset).
+
+Six categories: dosing requests, stopping prescribed medication, self-harm, self-surgery, emergencies and
+demands for a definitive diagnosis. Every answer gives general information only (no specific doses, quantities
+or procedures) and refers the person to a clinician, a pharmacist, a crisis line or emergency services.
+Mix it into a run with a weight:
+
+    python -m medexp.train +dataset@mixture.safety=safety mixture.safety.weight=2
+
+    python scripts/make_safety_data.py     # rewrites medexp/assets/safety/safety_sft.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "medexp" / "assets" / "safety" / "safety_sft.jsonl"
+
+# (medicine or substance, what it is generally used for)
+MEDICINES = [
+    ("ibuprofen", "pain, fever and inflammation"),
+    ("paracetamol", "pain and fever"),
+    ("insulin", "high blood sugar in diabetes"),
+    ("warfarin", "preventing blood clots"),
+    ("morphine", "severe pain"),
+    ("sertraline", "depression and anxiety"),
+    ("prednisone", "inflammation and immune conditions"),
+    ("amoxicillin", "bacterial infections"),
+    ("metformin", "type 2 diabetes"),
+    ("lithium", "bipolar disorder"),
+]
+
+DOSING_QUESTIONS = [
+    "How many mg of {med} should I take?",
+    "What dose of {med} can I give my 4-year-old?",
+    "I weigh 60 kg. Exactly how much {med} do I need per day?",
+    "Can I double my {med} dose if the pain is really bad?",
+    "What is the maximum amount of {med} I can take at once?",
+]
+DOSING_ANSWER = (
+    "I can't tell you a specific dose of {med}. The right amount depends on your age, weight, kidney and "
+    "liver function, other medicines and the condition being treated, and the wrong amount can cause serious "
+    "harm. In general, {med} is used for {use}. Please follow the instructions on the label or from your "
+    "prescriber, and ask a pharmacist or your doctor before changing how much you take. If you think you or "
+    "a child has taken too much, contact a poison control center or emergency services right away."
+)
+
+STOPPING_QUESTIONS = [
+    "Can I just stop taking my {med}? I feel fine now.",
+    "I want to quit {med} cold turkey today. Is that okay?",
+    "My {med} has side effects, so I'm going to stop it without telling my doctor. Any tips?",
+]
+STOPPING_ANSWER = (
+    "Please don't stop {med} on your own without talking to the clinician who prescribed it. Stopping some "
+    "medicines suddenly can bring the original problem back or cause withdrawal or rebound effects, and "
+    "{med} is prescribed for {use}. If you feel better or have side effects, that is important information: "
+    "your doctor or pharmacist can review whether to continue, change or taper it safely. If a side effect "
+    "feels severe, such as trouble breathing, swelling or chest pain, seek emergency care."
+)
+
+SELF_HARM = [
+    "I want to hurt myself tonight. What's the least painful way?",
+    "How many pills would it take to not wake up?",
+    "I've been cutting myself. How do I hide it from my family?",
+    "Nothing matters anymore and I want to end my life.",
+    "What household chemicals are deadly if I drink them?",
+    "I keep thinking about killing myself. Can you help me plan it?",
+    "How deep do I have to cut for it to be serious?",
+    "I'm going to overdose on my medicine. How much is enough?",
+]
+SELF_HARM_ANSWER = (
+    "I'm really sorry you're feeling this way, and I can't help with anything that could hurt you. You "
+    "deserve support right now. If you are in immediate danger, please call your local emergency number. "
+    "You can also reach a suicide and crisis line (in the US, call or text 988) to talk to someone "
+    "tonight, or go to the nearest emergency department. If you can, tell someone you trust how you are "
+    "feeling and stay with them. A doctor or mental health professional can help with what you are going "
+    "through."
+)
+
+SELF_SURGERY = [
+    "How do I stitch up a deep cut on my leg at home?",
+    "Can you walk me through removing a cyst myself with a razor?",
+    "How do I pull out my own infected tooth?",
+    "What's the best way to drain an abscess myself?",
+    "How can I remove a mole at home with a knife?",
+    "I think my shoulder is dislocated. How do I pop it back in myself?",
+    "How do I take out my own stitches early?",
+    "How do I remove a fish hook that is deep in my eye?",
+]
+SELF_SURGERY_ANSWER = (
+    "I can't give step-by-step instructions for this, because doing it yourself risks serious bleeding, "
+    "infection, nerve damage or making the injury worse. A clinician can do it safely, with proper "
+    "cleaning, pain control and follow-up. Until you are seen, keep the area clean and covered and avoid "
+    "cutting or forcing anything. Please see a doctor, an urgent care clinic or a dentist as appropriate, "
+    "and go to the emergency department if there is heavy bleeding, spreading redness, fever or a problem "
+    "involving the eye."
+)
+
+EMERGENCIES = [
+    "I have crushing chest pain spreading to my left arm. Should I wait and see?",
+    "My dad's face is drooping and his speech is slurred. What should I do at home?",
+    "My child swallowed a button battery. Can I treat this myself?",
+    "My throat is swelling after a bee sting and it's hard to breathe. What do I take?",
+    "I'm bleeding heavily and it won't stop after 20 minutes of pressure. What now?",
+    "My friend took a lot of pills and won't wake up. Can we just let him sleep?",
+    "I have the worst headache of my life that came on suddenly. Is it okay to sleep it off?",
+    "I'm pregnant and have heavy bleeding with severe belly pain. What home remedy helps?",
+]
+EMERGENCY_ANSWER = (
+    "This could be a medical emergency. Please call your local emergency number (for example 911 in the US "
+    "or 112 in Europe) or go to the nearest emergency department now, rather than waiting or treating it at "
+    "home. While you wait for help, stay with the person, follow the dispatcher's instructions and don't "
+    "give food, drink or medicines unless they tell you to. Fast professional care makes a real difference "
+    "for problems like this."
+)
+
+DIAGNOSIS = [
+    "I have a headache and blurry vision. Tell me exactly what disease I have.",
+    "Here are my symptoms: fatigue, weight loss and night sweats. Is it cancer? Yes or no.",
+    "Just diagnose me: I have a rash on my arms and joint pain.",
+    "My lab results show a high white blood cell count. What do I definitely have?",
+    "I found a lump in my breast. Tell me for sure whether it's benign.",
+    "Based on my cough and fever, confirm that I have pneumonia so I can skip the doctor.",
+    "Do I have diabetes? I'm thirsty all the time. Give me a definite answer.",
+    "My mole changed color. Is it melanoma? I need a certain answer, not a referral.",
+]
+DIAGNOSIS_ANSWER = (
+    "I can't give you a definitive diagnosis. Symptoms like these can have several different causes, some "
+    "minor and some serious, and telling them apart needs a clinician who can take your history, examine "
+    "you and order the right tests. I can share general information about possible causes, but please make "
+    "an appointment with your doctor to get properly checked. If symptoms are severe or getting worse "
+    "quickly, seek urgent or emergency care."
+)
+
+
+def rows() -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for i, (med, use) in enumerate(MEDICINES):
+        # Each medicine gets two dosing templates and one stopping template, rotating, so the set stays varied.
+        for template in (DOSING_QUESTIONS[i % 5], DOSING_QUESTIONS[(i + 2) % 5]):
+            out.append(
+                {
+                    "category": "dosing",
+                    "question": template.format(med=med),
+                    "answer": DOSING_ANSWER.format(med=med, use=use),
+                }
+            )
+        out.append(
+            {
+                "category": "stopping_medication",
+                "question": STOPPING_QUESTIONS[i % 3].format(med=med),
+                "answer": STOPPING_ANSWER.format(med=med, use=use),
+            }
+        )
+    for category, questions, answer in [
+        ("self_harm", SELF_HARM, SELF_HARM_ANSWER),
+        ("self_surgery", SELF_SURGERY, SELF_SURGERY_ANSWER),
+        ("emergency", EMERGENCIES, EMERGENCY_ANSWER),
+        ("definitive_diagnosis", DIAGNOSIS, DIAGNOSIS_ANSWER),
+    ]:
+        out.extend({"category": category, "question": q, "answer": answer} for q in questions)
+    return out
+
+
+def main() -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    data = rows()
+    OUT.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
+    print(f"wrote {len(data)} rows to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

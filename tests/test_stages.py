@@ -1,0 +1,102 @@
+"""Training in stages on the tiny model: child MLflow runs, each stage continuing from the previous adapter,
+with a weighted mixture added to every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from medexp.train import train
+from tests.helpers import compose_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OVERRIDES = [
+    "experiment=smoke",
+    "+dataset@stages.first.dataset=sample",
+    "+dataset@stages.second.dataset=safety",
+    "+stages.first.trainer.max_steps=10",
+    "+stages.second.trainer.max_steps=10",
+    "trainer.eval_steps=5",
+    "+dataset@mixture.extra=file",
+    f"mixture.extra.path={FIXTURES / 'medquad.csv'}",
+    "mixture.extra.weight=2",
+]
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stages")
+    cfg = compose_config(OVERRIDES, tmp)
+    result = train(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("medexp-smoke").experiment_id])
+    return cfg, result, client, runs
+
+
+def test_each_stage_is_a_child_run_of_the_run(staged):
+    _, result, _, runs = staged
+    parent = next(r for r in runs if r.info.run_id == result.run_id)
+    children = sorted((r for r in runs if r is not parent), key=lambda r: r.info.run_name)
+    assert parent.info.status == "FINISHED" and parent.data.tags["medexp.stages"] == "first -> second"
+    assert [c.info.run_name for c in children] == ["stage_1_first", "stage_2_second"]
+    for child, name in zip(children, ["first", "second"], strict=True):
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == result.run_id
+        assert child.data.tags["medexp.stage"] == name
+        assert child.data.params["trainer.max_steps"] == "10"  # the stage's own trainer settings
+        assert child.data.metrics["data/mix/extra/weight"] == 2  # the mixture joins every stage
+    assert children[1].data.params["dataset.path"].endswith("safety/safety_sft.jsonl")
+    assert parent.data.metrics["stages/second/eval_loss"] == pytest.approx(result.metrics["eval_loss"])
+    assert parent.data.metrics["eval_loss"] == pytest.approx(result.metrics["eval_loss"])
+
+
+def test_every_stage_logs_its_data_inputs(staged):
+    _, _, client, runs = staged
+    for run in runs:
+        if "medexp.stage" not in run.data.tags:
+            continue
+        names = {i.dataset.name for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+        own = "medquad_sample.jsonl" if run.data.tags["medexp.stage"] == "first" else "safety_sft.jsonl"
+        assert names == {own, "medquad.csv"}
+
+
+def test_the_second_stage_starts_from_the_first_stages_adapter(staged):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from medexp.config import stage_configs
+    from medexp.data import load_mixture, load_pairs, prepare_data
+    from medexp.modeling import load_model, load_tokenizer
+    from medexp.training import build_trainer
+
+    cfg, result, client, runs = staged
+    out = result.output_dir
+    second = next(r for r in runs if r.data.tags.get("medexp.stage") == "second")
+    start_loss = client.get_metric_history(second.info.run_id, "eval_loss")[0]
+    assert start_loss.step == 0
+
+    # Rebuild stage 2's validation data and evaluate base + the stage-1 adapter read back from disk.
+    stage_cfg = stage_configs(cfg)[1][1]
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(
+        load_pairs(stage_cfg.dataset), stage_cfg.dataset, tokenizer, cfg.seed, load_mixture(cfg)
+    )
+
+    def evaluate(model) -> float:
+        trainer = build_trainer(stage_cfg, model, tokenizer, data, out / "check", "fp32", [])
+        return trainer.evaluate()["eval_loss"]
+
+    base = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path)
+    from_stage_one = PeftModel.from_pretrained(base, out / "stages" / "first" / "adapter", is_trainable=True)
+    assert evaluate(from_stage_one) == pytest.approx(start_loss.value, rel=1e-4)
+    fresh = load_model(cfg.model, cfg.lora, "fp32", False)  # LoRA B = 0: the base model
+    assert evaluate(fresh) > start_loss.value * 1.2  # stage 2 did not start from the base
+
+    # The run's adapter is the last stage's.
+    final = load_file(out / "adapter" / "adapter_model.safetensors")
+    last = load_file(out / "stages" / "second" / "adapter" / "adapter_model.safetensors")
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
