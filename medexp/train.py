@@ -10,6 +10,7 @@ Stages each get a child MLflow run and continue from the previous stage's adapte
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -96,6 +97,12 @@ def train(cfg: DictConfig) -> RunResult:
     with start_run(cfg.tracking, tags, f"trial_{trial.number}" if trial is not None else None) as tracker:
         tracker.log_params(flatten(cfg))
         tracker.log_artifact(config_path)
+        # Lets `source=<this output dir or its adapter/>` find the run again (medexp.evaluate, export, ...).
+        (output_dir / "run.json").write_text(
+            json.dumps(
+                {"run_id": tracker.run_id, "tracking_uri": cfg.tracking.uri if cfg.tracking.enabled else None}
+            )
+        )
         if trial is not None:
             trial.attach_run(tracker.run_id)
 
@@ -131,6 +138,10 @@ def train(cfg: DictConfig) -> RunResult:
         if len(stages) > 1:  # the parent run carries the final stage's metrics and the final adapter
             tracker.log_metrics({k: v for k, v in metrics.items() if k != "eval_loss"}, step=steps)
             tracker.log_metrics({"eval_loss": metrics["eval_loss"]}, step=steps)
+        # Generation, multiple choice, out-of-domain and safety suites: once, on the final model.
+        metrics |= evaluate_and_report(
+            stages[-1][1], model, tokenizer, datas[-1], metrics, outcome.curves, output_dir, tracker, steps
+        )
         adapter_dir = output_dir / "adapter"
         if len(stages) > 1 or not (adapter_dir / "adapter_config.json").exists():
             model.save_pretrained(adapter_dir)
@@ -170,6 +181,36 @@ class StageOutcome:
     metrics: dict[str, float]
     model: Any
     steps: int
+    curves: dict[str, list[tuple[int, float]]]  # train_loss and eval_loss by step, for the report
+
+
+def _sources(cfg: DictConfig) -> dict[str, DictConfig]:
+    return {"dataset": cfg.dataset, **{str(k): v for k, v in (cfg.get("mixture") or {}).items()}}
+
+
+def evaluate_and_report(
+    cfg, model, tokenizer, data, held_out: dict[str, float], curves, output_dir: Path, tracker, step: int
+) -> dict[str, float]:
+    """The eval group's suites on the trained model, logged with the report (which also shows the held-out
+    loss and perplexity already measured); returns the suites' metrics."""
+    e = cfg.eval
+    if not (e.generation.enabled or e.mc.enabled or e.ood.enabled or e.safety.enabled or e.prompts_file):
+        return {}
+    from medexp.evaluation.report import log_evaluation, write_report
+    from medexp.evaluation.runner import EvalResult, evaluate_model
+
+    result = evaluate_model(e, model, tokenizer, data, _sources(cfg), cfg.seed)
+    files = []
+    if e.report:
+        title = (
+            f"medexp evaluation: {cfg.model.name_or_path} + LoRA on {cfg.dataset.path or cfg.dataset.name}"
+        )
+        shown = {k: v for k, v in held_out.items() if k.startswith("eval/")} | result.metrics
+        files = write_report(
+            EvalResult(shown, result.rows, result.safety), curves, output_dir / "eval", title
+        )
+    log_evaluation(tracker, result, files, step)
+    return result.metrics
 
 
 def _train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracker: Any) -> StageOutcome:
@@ -181,8 +222,7 @@ def _train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, track
     from medexp.training import build_trainer
 
     cfg = stage.cfg
-    sources = {"dataset": cfg.dataset, **{str(k): v for k, v in (cfg.get("mixture") or {}).items()}}
-    log_data_report(tracker, stage.data, sources, stage.output_dir / "data")
+    log_data_report(tracker, stage.data, _sources(cfg), stage.output_dir / "data")
     trainer = build_trainer(
         cfg, model, tokenizer, stage.data, stage.output_dir, precision, [MetricsCallback(tracker)]
     )
@@ -207,7 +247,11 @@ def _train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, track
     tokenizer.save_pretrained(adapter_dir)
     if cfg.tracking.get("log_adapter", False):
         tracker.log_artifacts(adapter_dir, "adapter")
-    return StageOutcome(metrics, trainer.model, trainer.state.global_step)
+    curves = {
+        name: [(h["step"], h[key]) for h in trainer.state.log_history if key in h]
+        for name, key in (("train_loss", "loss"), ("eval_loss", "eval_loss"))
+    }
+    return StageOutcome(metrics, trainer.model, trainer.state.global_step, curves)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name="train")

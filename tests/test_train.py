@@ -61,6 +61,11 @@ def test_metrics_at_each_step(smoke):
     assert steps("grad_norm") == steps("train_loss")
     assert steps("throughput_tokens_per_s") == steps("train_loss")
     assert steps("eval_loss") == [0, 10, 20, 30, 40]  # step 0 = the base model, before training
+    # the default eval group: generation metrics on held-out questions, for both models, and the deltas
+    for name in ("rouge_1", "rouge_2", "rouge_l", "semantic_similarity", "distinct_2", "answer_words_mean",
+                 "latency_p50_s", "latency_p95_s", "tokens_per_s", "peak_memory_mb"):  # fmt: skip
+        for prefix in ("eval/", "eval/base/", "eval/delta/"):
+            assert prefix + name in runs[0].data.metrics, prefix + name
     assert all(m.value > 0 for m in client.get_metric_history(run_id, "throughput_tokens_per_s"))
     metrics = runs[0].data.metrics
     for name in ("eval/loss", "eval/perplexity", "eval/base/loss", "eval/base/perplexity", "data/rows_in"):
@@ -83,7 +88,12 @@ def test_artifacts(smoke):
     _, result, client, runs = smoke
     run_id = runs[0].info.run_id
     top = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "adapter"} <= top
+    assert {"config.yaml", "adapter", "data", "eval", "report.html"} <= top
+    assert {a.path for a in client.list_artifacts(run_id, "eval")} >= {
+        "eval/report.md", "eval/generations.json", "eval/loss_curves.png", "eval/before_after.png",
+    }  # fmt: skip
+    report = Path(client.download_artifacts(run_id, "report.html", str(result.output_dir / "dl"))).read_text()
+    assert "<td>rouge_l</td>" in report and "data:image/png;base64," in report
     adapter = {Path(a.path).name for a in client.list_artifacts(run_id, "adapter")}
     assert {
         "adapter_model.safetensors",

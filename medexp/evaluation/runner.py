@@ -1,0 +1,202 @@
+"""The `eval` group's suites run on a trained model: generation on held-out questions, multiple-choice accuracy,
+out-of-domain prompts, safety probes and a user's prompts, each answered by the adapted model and by the base
+model (adapters off). Metric names: eval/<name>, eval/base/<name>, eval/delta/<name> (adapted - base)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig
+
+from medexp.data.prepare import PreparedData
+from medexp.evaluation.generation import as_base, generate, speed_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one per prompt: suite, prompt, reference, answers
+    safety: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> category -> pass rate
+
+    def add(self, adapted: dict[str, float], base: dict[str, float] | None, prefix: str = "") -> None:
+        for name, value in adapted.items():
+            self.metrics[f"eval/{prefix}{name}"] = value
+            if base is not None and name in base:
+                self.metrics[f"eval/base/{prefix}{name}"] = base[name]
+                self.metrics[f"eval/delta/{prefix}{name}"] = value - base[name]
+
+
+def _both(model, tokenizer, system_prompt: str, prompts: list[str], gen_cfg: DictConfig, base: bool):
+    adapted = generate(model, tokenizer, system_prompt, prompts, gen_cfg)
+    if not base:
+        return adapted, None
+    with as_base(model):
+        return adapted, generate(model, tokenizer, system_prompt, prompts, gen_cfg)
+
+
+def _answer_metrics(gens, references: list[str], gen_cfg: DictConfig) -> dict[str, float]:
+    from medexp.evaluation.text_metrics import distinct_n, length_stats, rouge, semantic_similarity
+
+    texts = [g.text for g in gens]
+    out = rouge(texts, references) | length_stats(texts)
+    out |= {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
+    if gen_cfg.semantic_similarity:
+        out["semantic_similarity"] = semantic_similarity(texts, references, gen_cfg.semantic_model)
+    return out | speed_metrics(gens)
+
+
+def evaluate_model(
+    eval_cfg: DictConfig,
+    model: Any,
+    tokenizer: Any,
+    data: PreparedData,
+    source_cfgs: dict[str, DictConfig],
+    seed: int,
+) -> EvalResult:
+    """Run every enabled suite of `eval_cfg` on `model` (a PEFT model; its base is the same with adapters off)."""
+    result = EvalResult()
+    gen_cfg = eval_cfg.generation
+    compare = bool(eval_cfg.before_training)  # before/after needs the base model's answers too
+    main_prompt = str(source_cfgs["dataset"].system_prompt).strip()
+
+    if gen_cfg.enabled:
+        chosen = list(zip(data.validation_pairs, data.validation_sources, strict=True))[
+            : gen_cfg.num_questions
+        ]
+        questions = [q for (q, _), _ in chosen]
+        references = [a for (_, a), _ in chosen]
+        # Each question is asked with its own source's system prompt, as in training.
+        adapted, base = [], []
+        for (question, _), source in chosen:
+            system = str(source_cfgs[source].system_prompt).strip()
+            a, b = _both(model, tokenizer, system, [question], gen_cfg, compare)
+            adapted += a
+            base += b or []
+        result.add(
+            _answer_metrics(adapted, references, gen_cfg),
+            _answer_metrics(base, references, gen_cfg) if compare else None,
+        )
+        for i, q in enumerate(questions):
+            result.rows.append(
+                {"suite": "validation", "prompt": q, "reference": references[i], "adapted": adapted[i].text,
+                 "base": base[i].text if compare else None}
+            )  # fmt: skip
+
+    if eval_cfg.mc.enabled:
+        _multiple_choice(eval_cfg, model, tokenizer, data, source_cfgs, seed, compare, result)
+
+    if eval_cfg.ood.enabled:
+        from medexp.evaluation.suites import load_ood
+        from medexp.evaluation.text_metrics import rouge, semantic_similarity
+
+        ood = load_ood()
+        prompts, refs = [x["prompt"] for x in ood], [x["reference"] for x in ood]
+        adapted, base = _both(model, tokenizer, main_prompt, prompts, gen_cfg, compare)
+
+        def ood_metrics(gens) -> dict[str, float]:
+            texts = [g.text for g in gens]
+            hits = sum(r.lower() in t.lower() for r, t in zip(refs, texts, strict=True))
+            return {"contains_reference": hits / len(refs), "rouge_l": rouge(texts, refs)["rouge_l"]}
+
+        result.add(ood_metrics(adapted), ood_metrics(base) if compare else None, prefix="ood/")
+        if compare and gen_cfg.semantic_similarity:  # how far fine-tuning moved general answers
+            result.metrics["eval/ood/agreement_with_base"] = semantic_similarity(
+                [g.text for g in adapted], [g.text for g in base], gen_cfg.semantic_model
+            )
+        for i, p in enumerate(prompts):
+            result.rows.append(
+                {"suite": "ood", "prompt": p, "reference": refs[i], "adapted": adapted[i].text,
+                 "base": base[i].text if compare else None}
+            )  # fmt: skip
+
+    if eval_cfg.safety.enabled:
+        _safety(eval_cfg, model, tokenizer, main_prompt, compare, result)
+
+    if eval_cfg.prompts_file:
+        from medexp.evaluation.suites import load_prompts_file
+
+        prompts = load_prompts_file(eval_cfg.prompts_file)
+        adapted, base = _both(model, tokenizer, main_prompt, prompts, gen_cfg, compare)
+        for i, p in enumerate(prompts):
+            result.rows.append(
+                {"suite": "prompts_file", "prompt": p, "reference": None, "adapted": adapted[i].text,
+                 "base": base[i].text if compare else None}
+            )  # fmt: skip
+    return result
+
+
+def _multiple_choice(
+    eval_cfg, model, tokenizer, data, source_cfgs, seed, compare, result: EvalResult
+) -> None:
+    from medexp.data.loading import load_pairs
+    from medexp.evaluation.multiple_choice import accuracy, choice_item
+
+    sets: dict[str, tuple[str, list]] = {}  # name -> (system prompt, items)
+    if eval_cfg.mc.validation:
+        items = []
+        for (q, a), source in zip(data.validation_pairs, data.validation_sources, strict=True):
+            item = choice_item(q, a, source_cfgs[source])
+            if item is not None:
+                items.append(item)
+        if items:
+            sets["validation"] = (
+                str(source_cfgs["dataset"].system_prompt).strip(),
+                items[: eval_cfg.mc.limit],
+            )
+    for name, set_cfg in (eval_cfg.mc.sets or {}).items():
+        pairs = load_pairs(set_cfg, f"eval.mc.sets.{name}").pairs
+        random.Random(seed).shuffle(pairs)
+        items = [it for q, a in pairs if (it := choice_item(q, a, set_cfg)) is not None][: eval_cfg.mc.limit]
+        sets[str(name)] = (str(set_cfg.system_prompt).strip(), items)
+    if not sets:
+        log.warning("eval.mc: no multiple-choice or yes/no/maybe questions to score; add eval.mc.sets")
+    for name, (system, items) in sets.items():
+        adapted = accuracy(model, tokenizer, system, items)
+        base = None
+        if compare:
+            with as_base(model):
+                base = accuracy(model, tokenizer, system, items)
+            del base["questions"]  # the same count for both; no base/delta copy
+        result.add(adapted, base, prefix=f"mc/{name}/")
+
+
+def _safety(eval_cfg, model, tokenizer, system_prompt: str, compare: bool, result: EvalResult) -> None:
+    from medexp.evaluation.suites import load_probes
+    from medexp.safety import pass_rates, score
+
+    probes = load_probes()
+    prompts = [p["prompt"] for p in probes]
+    adapted, base = _both(model, tokenizer, system_prompt, prompts, eval_cfg.generation, compare)
+    answers = {"adapted": adapted} | ({"base": base} if compare else {})
+    verdicts = {
+        who: [score(p["prompt"], g.text, p["category"]) for p, g in zip(probes, gens, strict=True)]
+        for who, gens in answers.items()
+    }
+    rates = {who: pass_rates(v) for who, v in verdicts.items()}
+    result.safety = rates
+
+    def as_metrics(r: dict[str, float]) -> dict[str, float]:
+        return {"safety_pass_rate": r["all"]} | {f"safety/{c}": v for c, v in r.items() if c != "all"}
+
+    result.add(as_metrics(rates["adapted"]), as_metrics(rates["base"]) if compare else None)
+    if eval_cfg.safety.judge.enabled:
+        from medexp.evaluation.judge import judge
+
+        for who, gens in answers.items():
+            safe = judge(eval_cfg.safety.judge, prompts, [g.text for g in gens])
+            key = "eval/safety_judge_pass_rate" if who == "adapted" else "eval/base/safety_judge_pass_rate"
+            result.metrics[key] = sum(safe) / len(safe)
+    for i, probe in enumerate(probes):
+        row = {"suite": "safety", "prompt": probe["prompt"], "reference": probe["category"],
+               "adapted": adapted[i].text, "adapted_safe": verdicts["adapted"][i].safe,
+               "base": base[i].text if compare else None}  # fmt: skip
+        if compare:
+            row["base_safe"] = verdicts["base"][i].safe
+        result.rows.append(row)

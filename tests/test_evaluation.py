@@ -1,0 +1,267 @@
+"""Evaluation: each metric on known inputs, multiple-choice scoring against a direct computation, the eval
+options, the judge through a real local HTTP endpoint, and `python -m medexp.evaluate` on a finished run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from medexp.evaluation.generation import Generation, speed_metrics
+from medexp.evaluation.multiple_choice import ChoiceItem, accuracy, candidate_logprobs, choice_item
+from medexp.evaluation.runner import EvalResult
+from medexp.evaluation.text_metrics import distinct_n, length_stats, percentile, rouge, semantic_similarity
+from tests.helpers import TINY_MODEL, compose_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SYSTEM = "You are a careful medical information assistant."
+
+
+def test_rouge_on_known_pairs():
+    scores = rouge(
+        ["the cat is on the mat", "asthma narrows the airways"],
+        ["the cat sat on the mat", "asthma narrows the airways"],
+    )
+    # pair 1: 5 of 6 unigrams, 3 of 5 bigrams, LCS 5 of 6; pair 2: identical
+    assert scores["rouge_1"] == pytest.approx((5 / 6 + 1) / 2)
+    assert scores["rouge_2"] == pytest.approx((3 / 5 + 1) / 2)
+    assert scores["rouge_l"] == pytest.approx((5 / 6 + 1) / 2)
+    assert rouge(["fever"], ["cough"]) == {"rouge_1": 0.0, "rouge_2": 0.0, "rouge_l": 0.0}
+
+
+def test_distinct_n_length_and_percentiles():
+    assert distinct_n(["a b a b"], 1) == 0.5  # 2 unique of 4 words
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)  # (a b), (b a), (a b)
+    assert distinct_n(["x"], 2) == 0.0  # no bigrams at all
+    assert length_stats(["one two three", "one", "a b c d e"]) == {
+        "answer_words_mean": 3.0,
+        "answer_words_p50": 3,
+    }
+    assert percentile([4, 1, 3, 2], 50) == 2.5 and percentile([1, 2, 3, 4], 95) == pytest.approx(3.85)
+
+
+def test_speed_metrics_from_known_timings():
+    gens = [Generation("a", 10, 0.5), Generation("b", 30, 1.5), Generation("c", 20, 1.0)]
+    m = speed_metrics(gens)
+    assert m["latency_p50_s"] == 1.0 and m["latency_p95_s"] == pytest.approx(1.45)
+    assert m["tokens_per_s"] == pytest.approx(60 / 3.0) and m["peak_memory_mb"] > 0
+
+
+def test_semantic_similarity_with_the_bundled_model():
+    same = semantic_similarity(["Asthma narrows the airways."], ["Asthma narrows the airways."])
+    close = semantic_similarity(["Asthma narrows the airways."], ["In asthma the airways become narrow."])
+    far = semantic_similarity(["Asthma narrows the airways."], ["The stock market fell on Tuesday."])
+    assert same == pytest.approx(1.0, abs=1e-5) and close > 0.7 and far < 0.2
+
+
+def test_before_after_names():
+    result = EvalResult()
+    result.add({"rouge_l": 0.5, "only_adapted": 1.0}, {"rouge_l": 0.2})
+    result.add({"accuracy": 0.75}, {"accuracy": 0.5}, prefix="mc/medqa/")
+    assert result.metrics == {
+        "eval/rouge_l": 0.5, "eval/base/rouge_l": 0.2, "eval/delta/rouge_l": pytest.approx(0.3),
+        "eval/only_adapted": 1.0,
+        "eval/mc/medqa/accuracy": 0.75, "eval/base/mc/medqa/accuracy": 0.5, "eval/delta/mc/medqa/accuracy": 0.25,
+    }  # fmt: skip
+
+
+def test_choice_items_from_multiple_choice_and_verdict_pairs(make_cfg):
+    mc_cfg = OmegaConf.create({"kind": "multiple_choice"})
+    item = choice_item("Which organ makes insulin?\n\nOptions:\nA. Liver\nB. Pancreas", "B. Pancreas", mc_cfg)
+    assert item == ChoiceItem(
+        "Which organ makes insulin?\n\nOptions:\nA. Liver\nB. Pancreas", ["A. Liver", "B. Pancreas"], 1
+    )
+    verdict_cfg = OmegaConf.create({"kind": "qa", "decision_field": "final_decision"})
+    item = choice_item(
+        "Context:\n...\n\nQuestion: Does it work?", "Maybe. The evidence was mixed.", verdict_cfg
+    )
+    assert item.candidates == ["Yes.", "No.", "Maybe."] and item.correct == 2
+    assert choice_item("What is asthma?", "A disease.", OmegaConf.create({"kind": "qa"})) is None
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import AutoModelForCausalLM
+
+    from medexp.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(
+        OmegaConf.create({"name_or_path": str(TINY_MODEL), "revision": None, "trust_remote_code": False})
+    )
+    return AutoModelForCausalLM.from_pretrained(TINY_MODEL), tokenizer
+
+
+def test_option_log_likelihood_matches_a_direct_computation(tiny):
+    import torch
+
+    from medexp.data import chat_messages
+
+    model, tokenizer = tiny
+    item = ChoiceItem("Which organ makes insulin?", ["A. Liver", "B. Pancreas", "C. The small intestine"], 1)
+    scores = candidate_logprobs(model, tokenizer, SYSTEM, item)
+    prefix = tokenizer.apply_chat_template(
+        chat_messages(SYSTEM, item.prompt), tokenize=False, add_generation_prompt=True
+    )
+    n = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    for candidate, (logprob, chars) in zip(item.candidates, scores, strict=True):
+        ids = torch.tensor([tokenizer(prefix + candidate, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logits = model(ids).logits[0].float()
+        expected = sum(torch.log_softmax(logits[i - 1], -1)[ids[0, i]].item() for i in range(n, ids.shape[1]))
+        assert logprob == pytest.approx(expected, abs=1e-3) and chars == len(candidate)
+    best = max(range(3), key=lambda i: scores[i][0])
+    right = ChoiceItem(item.prompt, item.candidates, best)
+    wrong = ChoiceItem(item.prompt, item.candidates, (best + 1) % 3)
+    assert accuracy(model, tokenizer, SYSTEM, [right, right, wrong, right]) | {"accuracy_norm": None} == {
+        "accuracy": 0.75, "accuracy_norm": None, "questions": 4,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("default", {"generation": True, "mc": False, "ood": False, "safety": False}),
+        ("full", {"generation": True, "mc": True, "ood": True, "safety": True}),
+        ("mc", {"generation": False, "mc": True, "ood": False, "safety": False}),
+        ("safety", {"generation": False, "mc": False, "ood": False, "safety": True}),
+        ("none", {"generation": False, "mc": False, "ood": False, "safety": False}),
+    ],
+)
+def test_eval_options_compose(tmp_path, option, expected):
+    e = compose_config([f"eval={option}"], tmp_path).eval
+    assert {part: bool(e[part].enabled) for part in expected} == expected
+    assert e.safety.judge.enabled is False  # the judge is always opt-in
+
+
+def test_bad_eval_settings_are_named(make_cfg, tmp_path):
+    from medexp.config import UserError, validate
+
+    with pytest.raises(UserError, match=r"eval.prompts_file='nope.txt' does not exist"):
+        validate(make_cfg("experiment=smoke", "eval.prompts_file=nope.txt"))
+    with pytest.raises(UserError, match=r"eval.generation.num_questions must be a positive whole number"):
+        validate(make_cfg("experiment=smoke", "eval.generation.num_questions=0"))
+    with pytest.raises(UserError, match=r"eval.mc.sets.x is not a dataset config"):
+        validate(make_cfg("experiment=smoke", "+eval.mc.sets.x=1"))
+
+
+class _Judge(BaseHTTPRequestHandler):
+    seen: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Judge.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        verdict = "UNSAFE" if "800 mg" in body["messages"][1]["content"] else "SAFE"
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_judge_asks_an_openai_compatible_endpoint(monkeypatch):
+    from medexp.config import UserError
+    from medexp.evaluation.judge import judge
+
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("JUDGE_KEY", "secret")
+        cfg = OmegaConf.create(
+            {
+                "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+                "model": "judge-1",
+                "api_key_env": "JUDGE_KEY",
+            }
+        )
+        assert judge(cfg, ["How much ibuprofen?", "Chest pain?"], ["Take 800 mg.", "Call 911 now."]) == [
+            False,
+            True,
+        ]
+        assert _Judge.seen[0]["path"] == "/v1/chat/completions" and _Judge.seen[0]["auth"] == "Bearer secret"
+        assert _Judge.seen[0]["body"]["model"] == "judge-1" and _Judge.seen[0]["body"]["temperature"] == 0
+    finally:
+        server.shutdown()
+    with pytest.raises(UserError, match="did not answer"):
+        judge(cfg, ["q"], ["a"], timeout=2)  # the server is gone
+
+
+def test_evaluate_a_finished_run_by_run_id(tmp_path):
+    """Train the smoke run with eval=none, then `python -m medexp.evaluate source=<run id>` logs into it."""
+    from mlflow.tracking import MlflowClient
+
+    from medexp.train import train
+
+    cfg = compose_config(["experiment=smoke", "eval=none", "trainer.max_steps=20"], tmp_path)
+    result = train(cfg)
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("What is asthma?\nHow is anemia treated?\n")
+    uri = str(cfg.tracking.uri)
+    proc = subprocess.run(
+        [sys.executable, "-m", "medexp.evaluate", f"source={result.run_id}", "eval=safety",
+         f"tracking.uri={uri}", f"eval.prompts_file={prompts}", f"paths.output_root={tmp_path / 'eval_out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    m = run.data.metrics
+    assert "eval/loss" not in result.metrics  # eval=none at training time ...
+    assert m["eval/loss"] == pytest.approx(
+        train_loss_best := result.metrics["eval_loss"], rel=1e-4
+    )  # ... now the best checkpoint's loss
+    assert math.isfinite(train_loss_best) and m["eval/base/loss"] > m["eval/loss"]
+    assert (
+        0 <= m["eval/safety_pass_rate"] <= 1
+        and "eval/base/safety/dosing" in m
+        and "eval/delta/safety_pass_rate" in m
+    )
+    assert run.data.tags["medexp.evaluated_with"].startswith("source=")
+    assert "report.html" in {a.path for a in client.list_artifacts(result.run_id)}
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # MlflowClient.load_table searches runs through the global tracking URI
+    try:
+        table = client.load_table(run.info.experiment_id, "eval/generations.json", run_ids=[result.run_id])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert set(table["suite"]) == {"safety", "prompts_file"} and len(table) == 32
+    assert list(table[table["suite"] == "prompts_file"]["prompt"]) == [
+        "What is asthma?",
+        "How is anemia treated?",
+    ]
+
+
+def test_sources_name_directories_and_refuse_garbage(tmp_path):
+    from medexp.config import UserError
+    from medexp.source import resolve
+
+    run_dir = tmp_path / "run"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="no training config.yaml beside it"):
+        resolve(str(run_dir), "sqlite:///x.db", tmp_path)
+    (run_dir / "config.yaml").write_text("seed: 1\n")
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "a" * 32, "tracking_uri": "sqlite:////tmp/x.db"}))
+    for given in (run_dir, run_dir / "adapter"):
+        trained = resolve(str(given), "sqlite:///x.db", tmp_path)
+        assert (
+            trained.adapter_dir == run_dir / "adapter"
+            and trained.run_id == "a" * 32
+            and trained.config.seed == 1
+        )
+    with pytest.raises(UserError, match="neither an existing directory, a run id nor a models:/ URI"):
+        resolve("last-week", "sqlite:///x.db", tmp_path)
+    with pytest.raises(UserError, match="no such registered model version"):
+        resolve("models:/medqa-lora/3", f"sqlite:///{tmp_path / 'reg.db'}", tmp_path)
