@@ -265,3 +265,27 @@ def test_sources_name_directories_and_refuse_garbage(tmp_path):
         resolve("last-week", "sqlite:///x.db", tmp_path)
     with pytest.raises(UserError, match="no such registered model version"):
         resolve("models:/medqa-lora/3", f"sqlite:///{tmp_path / 'reg.db'}", tmp_path)
+
+
+def test_multiple_choice_and_ood_suites_on_an_untrained_adapter(make_cfg, tiny_tokenizer):
+    """With fresh LoRA (B = 0) the adapted model is the base model: every delta must be exactly 0."""
+    from medexp.data import load_pairs, prepare_data
+    from medexp.evaluation.runner import evaluate_model
+    from medexp.modeling import load_model
+
+    cfg = make_cfg(
+        "experiment=smoke", "dataset=medmcqa", f"dataset.path={FIXTURES / 'medmcqa.jsonl'}", "dataset.val_fraction=0.5",
+        "eval=mc", "eval.ood.enabled=true", "eval.generation.max_new_tokens=8",
+        "+dataset@eval.mc.sets.pubmedqa=pubmedqa", f"eval.mc.sets.pubmedqa.path={FIXTURES / 'pubmedqa.jsonl'}",
+    )  # fmt: skip
+    data = prepare_data(load_pairs(cfg.dataset), cfg.dataset, tiny_tokenizer, cfg.seed)
+    model = load_model(cfg.model, cfg.lora, "fp32", False)
+    result = evaluate_model(cfg.eval, model, tiny_tokenizer, data, {"dataset": cfg.dataset}, cfg.seed)
+    m = result.metrics
+    assert m["eval/mc/validation/questions"] == 1 and m["eval/mc/pubmedqa/questions"] == 4
+    assert m["eval/mc/pubmedqa/accuracy"] in (0, 0.25, 0.5, 0.75, 1)
+    for key in ("ood/contains_reference", "ood/rouge_l", "mc/validation/accuracy", "mc/pubmedqa/accuracy_norm"):
+        assert m[f"eval/delta/{key}"] == 0, key
+    assert m["eval/ood/agreement_with_base"] == pytest.approx(1.0, abs=1e-5)  # the same answers, word for word
+    assert [r["suite"] for r in result.rows] == ["ood"] * 12
+    assert "eval/rouge_l" not in m  # eval=mc turns free-text generation on held-out questions off
