@@ -284,8 +284,15 @@ def test_multiple_choice_and_ood_suites_on_an_untrained_adapter(make_cfg, tiny_t
     m = result.metrics
     assert m["eval/mc/validation/questions"] == 1 and m["eval/mc/pubmedqa/questions"] == 4
     assert m["eval/mc/pubmedqa/accuracy"] in (0, 0.25, 0.5, 0.75, 1)
-    for key in ("ood/contains_reference", "ood/rouge_l", "mc/validation/accuracy", "mc/pubmedqa/accuracy_norm"):
+    for key in (
+        "ood/contains_reference",
+        "ood/rouge_l",
+        "mc/validation/accuracy",
+        "mc/pubmedqa/accuracy_norm",
+    ):
         assert m[f"eval/delta/{key}"] == 0, key
-    assert m["eval/ood/agreement_with_base"] == pytest.approx(1.0, abs=1e-5)  # the same answers, word for word
+    assert m["eval/ood/agreement_with_base"] == pytest.approx(
+        1.0, abs=1e-5
+    )  # the same answers, word for word
     assert [r["suite"] for r in result.rows] == ["ood"] * 12
     assert "eval/rouge_l" not in m  # eval=mc turns free-text generation on held-out questions off

@@ -1,0 +1,108 @@
+"""A trained model ready to answer, shared by `medexp.chat` and `medexp.serve`: the training run's system prompt
+and chat template applied to every conversation, tokens streamed as they are generated."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 256
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 0.9
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        if self.temperature <= 0:
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
+
+
+class Assistant:
+    """The adapted model with its tokenizer and the system prompt it was trained with."""
+
+    def __init__(self, model: Any, tokenizer: Any, system_prompt: str, name: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.name = name
+        # One generation at a time: requests queue here instead of contending for the same weights and caches.
+        self._lock = threading.Lock()
+
+    def messages(self, conversation: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The training system prompt first; the conversation's own system messages are replaced by it."""
+        turns = [m for m in conversation if m["role"] != "system"]
+        return [{"role": "system", "content": self.system_prompt}, *turns]
+
+    def prompt_tokens(self, conversation: list[dict[str, str]]) -> Any:
+        return self.tokenizer.apply_chat_template(
+            self.messages(conversation), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(next(self.model.parameters()).device)
+
+    def stream(self, conversation: list[dict[str, str]], sampling: Sampling) -> Iterator[str]:
+        """Text pieces of the answer as they are generated."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        inputs = self.prompt_tokens(conversation)
+        streamer = TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
+        )
+        kwargs = dict(
+            **inputs,
+            streamer=streamer,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **sampling.generate_kwargs(),
+        )
+
+        def run() -> None:
+            with self._lock, torch.no_grad():
+                self.model.generate(**kwargs)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from (piece for piece in streamer if piece)
+        thread.join()
+
+    def complete(self, conversation: list[dict[str, str]], sampling: Sampling) -> tuple[str, int, int]:
+        """(answer, prompt tokens, completion tokens)."""
+        import torch
+
+        inputs = self.prompt_tokens(conversation)
+        with self._lock, torch.no_grad():
+            ids = self.model.generate(
+                **inputs, pad_token_id=self.tokenizer.pad_token_id, **sampling.generate_kwargs()
+            )
+        new = ids[0, inputs["input_ids"].shape[1] :]
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return text, int(inputs["input_ids"].shape[1]), int(new.numel())
+
+
+def load_assistant(cfg: DictConfig) -> Assistant:
+    """Resolve `cfg.source` and load base + adapter on the best available device."""
+    import torch
+
+    from medexp.config import stage_configs
+    from medexp.modeling import resolve_precision
+    from medexp.source import absolute_uri, load_trained, resolve
+
+    trained = resolve(
+        str(cfg.source), absolute_uri(str(cfg.tracking.uri)), Path(cfg.paths.output_dir) / "source"
+    )
+    model, tokenizer = load_trained(trained, resolve_precision(str(cfg.precision)))
+    if torch.cuda.is_available() and trained.config.lora.quantization is None:
+        model = model.to("cuda")
+    system_prompt = str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
+    name = cfg.get("model_name") or f"medexp-{trained.run_id or trained.adapter_dir.parent.name}"
+    return Assistant(model, tokenizer, system_prompt, str(name))

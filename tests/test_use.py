@@ -1,0 +1,274 @@
+"""Using a trained model: export and merge, the model card, the MLflow registry, the Hub push boundary, the chat
+command, and the OpenAI-compatible endpoint as a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from medexp.train import train
+from tests.helpers import compose_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("use")
+    cfg = compose_config(["experiment=smoke", "eval=none", "trainer.max_steps=20"], tmp)
+    return cfg, train(cfg), tmp
+
+
+def _export(cfg, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "medexp.export", f"tracking.uri={cfg.tracking.uri}", f"paths.output_root={tmp / 'o'}", *args],
+        cwd=tmp, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_export_and_merge_round_trip(trained):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg, result, tmp = trained
+    out = tmp / "export"
+    proc = _export(cfg, tmp, f"source={result.run_id}", f"output_dir={out}", "merge=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name for p in (out / "merged").iterdir()} >= {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+    }
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "merged")
+    ids = tokenizer(
+        ["What are the symptoms of asthma?", "How is anemia treated?"], return_tensors="pt", padding=True
+    )
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    adapted = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path), out / "adapter"
+    )
+    base = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path)
+    with torch.no_grad():
+        a, b, c = (m(**ids).logits for m in (merged, adapted, base))
+    assert torch.allclose(a, b, atol=1e-4)  # merged == base + adapter
+    assert not torch.allclose(a, c, atol=1e-2)  # and not the base model
+    greedy = [m.generate(**ids, max_new_tokens=12, do_sample=False) for m in (merged, adapted)]
+    assert torch.equal(*greedy)
+
+    card = (out / "README.md").read_text()
+    for expected in ("base_model: ", "Not for clinical decisions", "r=8, alpha=32", "Best validation loss during training", "license apache-2.0",
+                     f"MLflow run `{result.run_id}`", "eval=safety"):  # fmt: skip
+        assert expected in card, expected
+
+
+def test_registry_round_trip(trained):
+    from medexp.source import resolve
+
+    cfg, result, tmp = trained
+    proc = _export(
+        cfg,
+        tmp,
+        f"source={result.output_dir}",
+        f"output_dir={tmp / 'reg'}",
+        "register=true",
+        "registered_name=medqa-lora",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    version = client.get_model_version("medqa-lora", "1")
+    assert version.run_id == result.run_id
+    assert version.tags["medexp.base_model"] == str(cfg.model.name_or_path)
+    assert version.tags["medexp.kind"] == "peft-lora-adapter" and "medexp.dataset_fingerprint" in version.tags
+    # models:/ works as a source: it names the same adapter
+    found = resolve("models:/medqa-lora/1", cfg.tracking.uri, tmp / "cache")
+    assert found.run_id == result.run_id
+    assert (found.adapter_dir / "adapter_model.safetensors").read_bytes() == (
+        result.adapter_dir / "adapter_model.safetensors"
+    ).read_bytes()
+    proc = _export(cfg, tmp, "source=models:/medqa-lora/1", f"output_dir={tmp / 'from_registry'}")
+    assert proc.returncode == 0 and (tmp / "from_registry" / "README.md").is_file(), proc.stderr[-2000:]
+
+
+def test_push_to_hub_stops_at_the_call_boundary(trained, monkeypatch):
+    import huggingface_hub
+
+    from medexp.export import export
+
+    cfg, result, tmp = trained
+    calls = []
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: calls.append(("create_repo", a, k))
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "upload_folder",
+        lambda self, **k: calls.append(("upload_folder", (), k)) or "https://hub/commit/1",
+    )
+    from omegaconf import OmegaConf
+
+    export_cfg = {"source": str(result.output_dir), "output_dir": str(tmp / "hub"), "merge": False, "register": False,
+                  "registered_name": None, "push_to_hub": True, "hub_repo": "me/medquad-lora", "hub_private": True,
+                  "tracking": {"uri": cfg.tracking.uri}}  # fmt: skip
+    export(OmegaConf.create(export_cfg))
+    assert calls[0] == (
+        "create_repo",
+        ("me/medquad-lora",),
+        {"repo_type": "model", "private": True, "exist_ok": True},
+    )
+    assert calls[1][0] == "upload_folder" and calls[1][2]["repo_id"] == "me/medquad-lora"
+    assert Path(calls[1][2]["folder_path"]) == tmp / "hub" and (tmp / "hub" / "README.md").is_file()
+
+
+def test_export_needs_its_settings(trained):
+    cfg, result, tmp = trained
+    proc = _export(cfg, tmp, f"source={result.run_id}", f"output_dir={tmp / 'x'}", "register=true")
+    assert (
+        proc.returncode == 2
+        and "register=true needs registered_name" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
+    proc = _export(cfg, tmp, "source=models:/nothing/9", f"output_dir={tmp / 'x'}")
+    assert proc.returncode == 2 and "no such registered model version" in proc.stderr
+
+
+def test_chat_streams_answers_with_the_training_system_prompt(trained):
+    cfg, result, tmp = trained
+    proc = subprocess.run(
+        [sys.executable, "-m", "medexp.chat", f"source={result.output_dir}", "temperature=0", "max_new_tokens=12",
+         f"paths.output_root={tmp / 'o'}"],
+        input="What is asthma?\n/reset\nHow is anemia treated?\n/exit\n", cwd=tmp, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "System prompt: You are a careful medical information assistant." in proc.stdout
+    assert proc.stdout.count("model> ") == 2 and "(conversation cleared)" in proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    cfg, result, tmp = trained
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medexp.serve", f"source={result.run_id}", f"port={port}", f"tracking.uri={cfg.tracking.uri}",
+         f"paths.output_root={tmp / 'o'}", "limits.max_tokens=64", "limits.max_message_chars=2000"],
+        cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if json.load(r)["status"] == "ok":
+                    break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {proc.stderr.read()[-3000:]}")
+            time.sleep(0.5)
+    else:
+        pytest.fail("server did not start in 60 s")
+    yield url, result
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_openai_client_gets_answers_streamed_and_not(server):
+    from openai import OpenAI
+
+    url, result = server
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    assert [m.id for m in client.models.list().data] == [f"medexp-{result.run_id}"]
+    question = [{"role": "user", "content": "What are the symptoms of asthma?"}]
+    reply = client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=0)
+    text = reply.choices[0].message.content
+    assert (
+        text and reply.usage.completion_tokens <= 16 and reply.choices[0].finish_reason in ("stop", "length")
+    )
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="any", messages=question, max_tokens=16, temperature=0, stream=True)]  # fmt: skip
+    assert (
+        len([p for p in pieces if p]) > 1 and "".join(pieces).strip() == text
+    )  # streamed, same greedy answer
+
+
+def test_the_stream_is_server_sent_events_ending_done(server):
+    url, _ = server
+    body = json.dumps(
+        {
+            "messages": [{"role": "user", "content": "What is anemia?"}],
+            "max_tokens": 8,
+            "temperature": 0,
+            "stream": True,
+        }
+    )
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions", body.encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        events = [line for line in r.read().decode().split("\n\n") if line]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (json.dumps({"messages": []}).encode(), 422, "Invalid field messages"),
+        (json.dumps({"messages": [{"role": "doctor", "content": "x"}]}).encode(), 422, "messages.0.role"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 65}).encode(),
+            400,
+            "over this server's cap of 64",
+        ),
+        (json.dumps({"messages": [{"role": "user", "content": "x" * 2001}]}).encode(), 413, "at most 2000"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": 5}).encode(),
+            422,
+            "temperature",
+        ),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_a_message(server, body, status, message):
+    import urllib.error
+
+    url, _ = server
+    request = urllib.request.Request(f"{url}/v1/chat/completions", body, {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=30)
+    assert err.value.code == status
+    assert message in json.loads(err.value.read())["error"]["message"]
+
+
+def test_twenty_concurrent_requests_get_their_own_answers(server):
+    url, _ = server
+    questions = [f"What is condition number {i}?" for i in range(20)]
+
+    def ask(q: str, stream: bool = False) -> str:
+        body = json.dumps({"messages": [{"role": "user", "content": q}], "max_tokens": 10, "temperature": 0})
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return json.load(r)["choices"][0]["message"]["content"]
+
+    alone = {q: ask(q) for q in questions[:4]}  # greedy answers asked one at a time
+    with ThreadPoolExecutor(20) as pool:
+        together = list(pool.map(ask, questions))
+    assert len(together) == 20 and all(together)
+    assert all(together[i] == alone[q] for i, q in enumerate(questions[:4]))  # not mixed up with the others
