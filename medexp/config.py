@@ -7,6 +7,7 @@ A failed check raises `UserError` with one paragraph naming the bad value and wh
 from __future__ import annotations
 
 import importlib.util
+import sys
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,15 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 class UserError(Exception):
     """Bad input the user can fix. Its message is a complete paragraph; no traceback is shown."""
+
+
+def run_or_exit(command: Any, *args: Any) -> Any:
+    """Run a command's function; on UserError print its one paragraph and exit with status 2."""
+    try:
+        return command(*args)
+    except UserError as err:
+        print(f"medexp: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def assets_dir() -> str:

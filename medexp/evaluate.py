@@ -10,13 +10,12 @@ the source's MLflow run (when it has one) and write everything under this comman
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medexp.config import UserError
+from medexp.config import UserError, run_or_exit
 
 log = logging.getLogger("medexp.evaluate")
 
@@ -91,11 +90,7 @@ def _overrides() -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except UserError as err:
-        print(f"medexp: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(evaluate, cfg)
 
 
 if __name__ == "__main__":

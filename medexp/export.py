@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medexp.config import UserError
+from medexp.config import UserError, run_or_exit
 
 log = logging.getLogger("medexp.export")
 
@@ -225,11 +224,7 @@ def export(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    try:
-        export(cfg)
-    except UserError as err:
-        print(f"medexp: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(export, cfg)
 
 
 if __name__ == "__main__":

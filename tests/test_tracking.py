@@ -128,7 +128,9 @@ def mlflow_server(tmp_path):
 
 def test_smoke_run_against_a_tracking_server(tmp_path, mlflow_server):
     url, artifacts = mlflow_server
-    cfg = compose_config(["experiment=smoke", f"tracking.uri={url}", "tracking.experiment=remote"], tmp_path)
+    cfg = compose_config(
+        ["experiment=smoke", "eval=none", f"tracking.uri={url}", "tracking.experiment=remote"], tmp_path
+    )
     result = train(cfg)
     run = only_run(url, "remote")
     assert run.info.status == "FINISHED" and run.info.run_id == result.run_id

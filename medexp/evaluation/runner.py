@@ -25,6 +25,16 @@ class EvalResult:
     )  # one per prompt: suite, prompt, reference, answers
     safety: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> category -> pass rate
 
+    def answers(
+        self, suite: str, prompts: list[str], references: list, adapted: list, base: list | None
+    ) -> None:
+        """One generations-table row per prompt: the reference (or None) and both models' answers."""
+        for i, prompt in enumerate(prompts):
+            self.rows.append(
+                {"suite": suite, "prompt": prompt, "reference": references[i], "adapted": adapted[i].text,
+                 "base": base[i].text if base else None}
+            )  # fmt: skip
+
     def add(self, adapted: dict[str, float], base: dict[str, float] | None, prefix: str = "") -> None:
         for name, value in adapted.items():
             self.metrics[f"eval/{prefix}{name}"] = value
@@ -83,11 +93,7 @@ def evaluate_model(
             _answer_metrics(adapted, references, gen_cfg),
             _answer_metrics(base, references, gen_cfg) if compare else None,
         )
-        for i, q in enumerate(questions):
-            result.rows.append(
-                {"suite": "validation", "prompt": q, "reference": references[i], "adapted": adapted[i].text,
-                 "base": base[i].text if compare else None}
-            )  # fmt: skip
+        result.answers("validation", questions, references, adapted, base if compare else None)
 
     if eval_cfg.mc.enabled:
         _multiple_choice(eval_cfg, model, tokenizer, data, source_cfgs, seed, compare, result)
@@ -110,11 +116,7 @@ def evaluate_model(
             result.metrics["eval/ood/agreement_with_base"] = semantic_similarity(
                 [g.text for g in adapted], [g.text for g in base], gen_cfg.semantic_model
             )
-        for i, p in enumerate(prompts):
-            result.rows.append(
-                {"suite": "ood", "prompt": p, "reference": refs[i], "adapted": adapted[i].text,
-                 "base": base[i].text if compare else None}
-            )  # fmt: skip
+        result.answers("ood", prompts, refs, adapted, base)
 
     if eval_cfg.safety.enabled:
         _safety(eval_cfg, model, tokenizer, main_prompt, compare, result)
@@ -124,11 +126,7 @@ def evaluate_model(
 
         prompts = load_prompts_file(eval_cfg.prompts_file)
         adapted, base = _both(model, tokenizer, main_prompt, prompts, gen_cfg, compare)
-        for i, p in enumerate(prompts):
-            result.rows.append(
-                {"suite": "prompts_file", "prompt": p, "reference": None, "adapted": adapted[i].text,
-                 "base": base[i].text if compare else None}
-            )  # fmt: skip
+        result.answers("prompts_file", prompts, [None] * len(prompts), adapted, base)
     return result
 
 
