@@ -50,8 +50,10 @@ class Assistant:
             self.messages(conversation), add_generation_prompt=True, return_tensors="pt", return_dict=True
         ).to(next(self.model.parameters()).device)
 
-    def stream(self, conversation: list[dict[str, str]], sampling: Sampling) -> Iterator[str]:
-        """Text pieces of the answer as they are generated."""
+    def stream(
+        self, conversation: list[dict[str, str]], sampling: Sampling, info: dict[str, int] | None = None
+    ) -> Iterator[str]:
+        """Text pieces of the answer as they are generated; at the end `info` gets completion_tokens."""
         import torch
         from transformers import TextIteratorStreamer
 
@@ -66,9 +68,12 @@ class Assistant:
             **sampling.generate_kwargs(),
         )
 
+        counts: dict[str, int] = info if info is not None else {}
+
         def run() -> None:
             with self._lock, torch.no_grad():
-                self.model.generate(**kwargs)
+                ids = self.model.generate(**kwargs)
+            counts["completion_tokens"] = int(ids.shape[1] - inputs["input_ids"].shape[1])
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()

@@ -98,9 +98,12 @@ def create_app(assistant: Any, limits: DictConfig) -> Any:
 
         async def events():
             yield chunk({"role": "assistant", "content": ""})
-            async for piece in iterate_in_threadpool(assistant.stream(conversation, sampling)):
+            info: dict[str, int] = {}
+            async for piece in iterate_in_threadpool(assistant.stream(conversation, sampling, info)):
                 yield chunk({"content": piece})
-            yield chunk({}, "stop")
+            yield chunk(
+                {}, "length" if info.get("completion_tokens", 0) >= sampling.max_new_tokens else "stop"
+            )
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

@@ -189,6 +189,26 @@ def test_qlora_smoke_run(tmp_path):
     q_proj = result.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
     assert type(q_proj).__name__ == "Linear4bit"
 
+    # Export with merge=true: the adapter is folded into the unquantized base (4-bit weights cannot take it).
+    from omegaconf import OmegaConf
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from medexp.export import export
+
+    out = tmp_path / "export"
+    export(OmegaConf.create({"source": str(result.output_dir), "output_dir": str(out), "merge": True, "register": False,
+                             "registered_name": None, "push_to_hub": False, "hub_repo": None, "hub_private": True,
+                             "tracking": {"uri": cfg.tracking.uri}}))  # fmt: skip
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    assert type(merged.model.layers[0].self_attn.q_proj).__name__ == "Linear"
+    unquantized = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path), out / "adapter"
+    )
+    ids = torch.tensor([[1, 100, 200, 300, 400]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, unquantized(ids).logits, atol=1e-4)
+
 
 def test_cli_smoke_run(tmp_path):
     """`python -m medexp.train experiment=smoke` from a fresh directory, as the README says."""

@@ -222,7 +222,16 @@ def test_the_stream_is_server_sent_events_ending_done(server):
         assert r.headers["Content-Type"].startswith("text/event-stream")
         events = [line for line in r.read().decode().split("\n\n") if line]
     assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
-    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == "stop"
+    # the same greedy request, not streamed, ends for the same reason ("length": cut at max_tokens, or "stop")
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": "What is anemia?"}], "max_tokens": 8, "temperature": 0}
+    )
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions", body.encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
+        whole = json.load(r)["choices"][0]
+    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == whole["finish_reason"]
 
 
 @pytest.mark.parametrize(
