@@ -67,6 +67,7 @@ def train(cfg: DictConfig) -> RunResult:
     from transformers import set_seed
 
     from medexp.modeling import load_model, load_tokenizer, resolve_precision
+    from medexp.source import absolute_uri
     from medexp.sweeping import connect_trial
     from medexp.tracking import flatten, git_commit, start_run
 
@@ -100,7 +101,10 @@ def train(cfg: DictConfig) -> RunResult:
         # Lets `source=<this output dir or its adapter/>` find the run again (medexp.evaluate, export, ...).
         (output_dir / "run.json").write_text(
             json.dumps(
-                {"run_id": tracker.run_id, "tracking_uri": cfg.tracking.uri if cfg.tracking.enabled else None}
+                {
+                    "run_id": tracker.run_id,
+                    "tracking_uri": absolute_uri(cfg.tracking.uri) if tracker.run_id else None,
+                }
             )
         )
         if trial is not None:

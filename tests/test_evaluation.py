@@ -261,6 +261,11 @@ def test_sources_name_directories_and_refuse_garbage(tmp_path):
             and trained.run_id == "a" * 32
             and trained.config.seed == 1
         )
+    from medexp.source import absolute_uri
+
+    assert absolute_uri("sqlite:///mlruns/mlflow.db") == f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+    assert absolute_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     with pytest.raises(UserError, match="neither an existing directory, a run id nor a models:/ URI"):
         resolve("last-week", "sqlite:///x.db", tmp_path)
     with pytest.raises(UserError, match="no such registered model version"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,11 @@ def test_cli_smoke_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (adapter,) = tmp_path.glob("outputs/*/*/adapter/adapter_model.safetensors")
     assert (adapter.parent.parent / "config.yaml").is_file()
+    # run.json lets source=<this directory> find the run from anywhere: the store's path is absolute
+    run = json.loads((adapter.parent.parent / "run.json").read_text())
+    assert (
+        run["tracking_uri"] == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}" and len(run["run_id"]) == 32
+    )
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
     assert list((tmp_path / "mlruns" / "artifacts").glob("*/artifacts/adapter/adapter_model.safetensors"))
 

@@ -58,6 +58,6 @@ def _embedder(name: str | None):
 def semantic_similarity(a: Sequence[str], b: Sequence[str], model: str | None = None) -> float:
     """Mean cosine similarity of the sentence embeddings of a[i] and b[i]."""
     embedder = _embedder(model)
-    ea = embedder.encode(list(a), normalize_embeddings=True, convert_to_numpy=True)
-    eb = embedder.encode(list(b), normalize_embeddings=True, convert_to_numpy=True)
+    ea = embedder.encode(list(a), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    eb = embedder.encode(list(b), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
     return float((ea * eb).sum(axis=1).mean())
