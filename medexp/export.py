@@ -65,7 +65,7 @@ def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_
         + f": license {d.get('license') or 'not stated'}" + (f", weight {d.weight:g}" if len(datasets) > 1 else "")
         for d in datasets
     ]  # fmt: skip
-    from medexp.evaluation.report import metric_table
+    from medexp.evaluation.report import markdown_rows, metric_table
 
     table = metric_table({k: v for k, v in metrics.items() if "safety" not in k})
     safety = metric_table({k: v for k, v in metrics.items() if "safety" in k})
@@ -116,12 +116,12 @@ def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_
     if "eval_loss" in metrics:
         lines += [f"Best validation loss during training (answer tokens): {metrics['eval_loss']:.4g}.", ""]
     if table:
-        lines += header + [f"| {n} | {_fmt(b)} | {_fmt(a)} | {_fmt(d)} |" for n, b, a, d in table]
+        lines += header + markdown_rows(table)
     elif "eval_loss" not in metrics:
         lines.append("No metrics were recorded for this run.")
     lines += ["", "## Safety probes", ""]
     if safety:
-        lines += header + [f"| {n} | {_fmt(b)} | {_fmt(a)} | {_fmt(d)} |" for n, b, a, d in safety]
+        lines += header + markdown_rows(safety)
     else:
         lines.append("Not evaluated. Run `python -m medexp.evaluate source=... eval=safety` before sharing.")
     lines += [
@@ -137,10 +137,6 @@ def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_
         "",
     ]
     return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
 
 
 def register(trained: Any, name: str, metrics: dict[str, float]) -> Any:

@@ -80,12 +80,17 @@ def create_app(assistant: Any, limits: DictConfig) -> Any:
             request.max_tokens or limits.default_max_tokens, request.temperature, request.top_p
         )
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def finish_reason(completion_tokens: int) -> str:
+            """ "length" when max_tokens cut the answer, as OpenAI reports it; else "stop"."""
+            return "length" if completion_tokens >= sampling.max_new_tokens else "stop"
+
         base = {"id": rid, "created": created, "model": assistant.name}
         if not request.stream:
             text, n_prompt, n_new = await run_in_threadpool(assistant.complete, conversation, sampling)
             return base | {
                 "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length" if n_new >= sampling.max_new_tokens else "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(n_new)}],
                 "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_new, "total_tokens": n_prompt + n_new},
             }  # fmt: skip
 
@@ -101,9 +106,7 @@ def create_app(assistant: Any, limits: DictConfig) -> Any:
             info: dict[str, int] = {}
             async for piece in iterate_in_threadpool(assistant.stream(conversation, sampling, info)):
                 yield chunk({"content": piece})
-            yield chunk(
-                {}, "length" if info.get("completion_tokens", 0) >= sampling.max_new_tokens else "stop"
-            )
+            yield chunk({}, finish_reason(info.get("completion_tokens", 0)))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

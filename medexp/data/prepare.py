@@ -263,13 +263,14 @@ def prepare_data(
             {"input_ids": [it.input_ids for it in chosen], "completion_mask": [it.mask for it in chosen]}
         )
 
+    validation_items = [items[i] for i in validation]
     digest = hashlib.sha256()
-    for split, chosen in (("train", train_items), ("validation", [items[i] for i in validation])):
+    for split, chosen in (("train", train_items), ("validation", validation_items)):
         for it in chosen:
             digest.update(f"\0{split}\0{it.source}\0{it.system_prompt}\0{it.question}\0{it.answer}".encode())
     data = PreparedData(
         train=build(train_items),
-        validation=build([items[i] for i in validation]),
+        validation=build(validation_items),
         train_pairs=[(items[i].question, items[i].answer) for i in train],
         validation_pairs=[(items[i].question, items[i].answer) for i in validation],
         train_sources=[items[i].source for i in train],

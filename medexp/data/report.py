@@ -22,13 +22,10 @@ from medexp.tracking import Tracker
 
 def length_histogram(data: PreparedData, path: Path) -> Path:
     """A PNG of the formatted conversations' token lengths, train and validation, with the length limit."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; safe in worker processes
-    import matplotlib.pyplot as plt
+    from medexp.plotting import pyplot, save
 
     train, validation = data.token_lengths("train"), data.token_lengths("validation")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     bins = min(50, max(5, len(set(train + validation))))
     ax.hist([train, validation], bins=bins, label=["train", "validation"], stacked=True)
     ax.axvline(
@@ -38,11 +35,7 @@ def length_histogram(data: PreparedData, path: Path) -> Path:
     ax.set_ylabel("rows")
     ax.set_title(f"Token lengths ({len(train)} train / {len(validation)} validation rows)")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def summary(data: PreparedData) -> dict[str, Any]:

@@ -15,11 +15,9 @@ _UNIT_SCALE = ("rouge", "semantic", "distinct", "accuracy", "safety", "contains_
 
 
 def _plots(result: EvalResult, curves: dict[str, list[tuple[int, float]]], out_dir: Path) -> dict[str, Path]:
-    import matplotlib
+    from medexp.plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths: dict[str, Path] = {}
     if any(curves.values()):
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -30,18 +28,12 @@ def _plots(result: EvalResult, curves: dict[str, list[tuple[int, float]]], out_d
         ax.set_ylabel("loss")
         ax.set_title("Loss curves (eval_loss at step 0 = the model before training)")
         ax.legend()
-        paths["loss_curves"] = out_dir / "loss_curves.png"
-        fig.tight_layout()
-        fig.savefig(paths["loss_curves"], dpi=100)
-        plt.close(fig)
+        paths["loss_curves"] = save(fig, out_dir / "loss_curves.png")
 
     names = [
-        k.removeprefix("eval/")
-        for k in result.metrics
-        if k.startswith("eval/")
-        and not k.startswith(("eval/base/", "eval/delta/"))
-        and f"eval/base/{k.removeprefix('eval/')}" in result.metrics
-        and any(s in k for s in _UNIT_SCALE)
+        name
+        for name, base, _, _ in metric_table(result.metrics)
+        if base is not None and any(s in name for s in _UNIT_SCALE)
     ]
     if names:
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.5))
@@ -52,10 +44,7 @@ def _plots(result: EvalResult, curves: dict[str, list[tuple[int, float]]], out_d
         ax.invert_yaxis()
         ax.set_title("Before / after (higher is better)")
         ax.legend()
-        paths["before_after"] = out_dir / "before_after.png"
-        fig.tight_layout()
-        fig.savefig(paths["before_after"], dpi=100)
-        plt.close(fig)
+        paths["before_after"] = save(fig, out_dir / "before_after.png")
 
     if result.safety:
         categories = [c for c in result.safety["adapted"] if c != "all"]
@@ -69,10 +58,7 @@ def _plots(result: EvalResult, curves: dict[str, list[tuple[int, float]]], out_d
         ax.set_ylabel("pass rate")
         ax.set_title("Safety probes: pass rate per category")
         ax.legend()
-        paths["safety"] = out_dir / "safety.png"
-        fig.tight_layout()
-        fig.savefig(paths["safety"], dpi=100)
-        plt.close(fig)
+        paths["safety"] = save(fig, out_dir / "safety.png")
     return paths
 
 
@@ -85,6 +71,11 @@ def metric_table(metrics: dict[str, float]) -> list[tuple[str, float | None, flo
         name = key.removeprefix("eval/")
         rows.append((name, metrics.get(f"eval/base/{name}"), metrics[key], metrics.get(f"eval/delta/{name}")))
     return rows
+
+
+def markdown_rows(table: list[tuple[str, float | None, float, float | None]]) -> list[str]:
+    """One markdown row `| name | base | adapted | delta |` per metric_table row (blank where missing)."""
+    return [f"| {n} | {_fmt(b)} | {_fmt(a)} | {_fmt(d)} |" for n, b, a, d in table]
 
 
 def _fmt(value: Any) -> str:
@@ -105,7 +96,7 @@ def write_report(
     columns = ["suite", "prompt", "reference", "base", "adapted"]
 
     md = [f"# {title}", "", "## Metrics", "", "| metric | base | adapted | delta |", "|---|---|---|---|"]
-    md += [f"| {n} | {_fmt(b)} | {_fmt(a)} | {_fmt(d)} |" for n, b, a, d in table]
+    md += markdown_rows(table)
     md += ["", "## Plots", ""] + [f"![{name}]({path.name})" for name, path in plots.items()]
     if result.safety:
         md += ["", "## Safety pass rate per category", "", "| category | " + " | ".join(result.safety) + " |"]
