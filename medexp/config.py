@@ -118,10 +118,26 @@ def _validate_eval(cfg: DictConfig) -> None:
     _positive_int(cfg, "eval.mc.limit", 200)
     for name in e.mc.sets or {}:
         _validate_dataset(cfg, f"eval.mc.sets.{name}")
-    if e.prompts_file is not None and not Path(str(e.prompts_file)).expanduser().is_file():
+    if e.prompts_file is not None:
+        from medexp.evaluation.suites import load_prompts_file
+
+        load_prompts_file(e.prompts_file)  # read now: a bad line stops the run before training, not after
+    judge = e.safety.judge
+    if e.safety.enabled and judge.enabled and not (judge.base_url and judge.model):
         raise UserError(
-            f"eval.prompts_file={e.prompts_file!r} does not exist. Give a .txt file with one question per line, "
-            'or a .jsonl file with one {"prompt": ...} object per line.'
+            "eval.safety.judge.enabled=true needs eval.safety.judge.base_url (e.g. http://127.0.0.1:8000/v1) "
+            "and eval.safety.judge.model (the judge model's name at that endpoint); got base_url="
+            f"{judge.base_url!r}, model={judge.model!r}. Or leave the judge off."
+        )
+    semantic = e.generation.semantic_model
+    if (
+        semantic is not None
+        and looks_like_local_path(str(semantic))
+        and not Path(str(semantic)).expanduser().is_dir()
+    ):
+        raise UserError(
+            f"eval.generation.semantic_model={semantic!r} looks like a local path but no such directory exists. "
+            "Give a sentence-transformers model directory or hub id, or null for the bundled all-MiniLM-L6-v2."
         )
     generates = e.generation.enabled or e.ood.enabled
     needs = []

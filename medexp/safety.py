@@ -205,17 +205,24 @@ def _read(path: Path) -> list[dict]:
                 f'(and optionally "category", one of {", ".join(CATEGORIES)}); got {line[:120]!r}.'
             )
         rows.append(row)
+    if not rows:
+        raise ValueError(
+            f'{path} holds no lines to score. Give one {{"prompt", "response"}} object per line.'
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print(
-            __doc__.strip(), file=sys.stderr if argv[:1] != ["--help"] and argv[:1] != ["-h"] else sys.stdout
-        )
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    if argv in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
     try:
+        if len(argv) != 1:
+            raise ValueError(
+                f"medexp.safety takes exactly one argument, a JSON Lines file; got {len(argv)} ({' '.join(argv)!r}). "
+                'Usage: python -m medexp.safety answers.jsonl, each line {"prompt": ..., "response": ...}.'
+            )
         rows = _read(Path(argv[0]))
     except ValueError as err:
         print(f"medexp: error: {err}", file=sys.stderr)

@@ -114,6 +114,22 @@ def create_app(assistant: Any, limits: DictConfig) -> Any:
     return app
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """The port and the limits, before the model is loaded."""
+    port = cfg.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UserError(f"port must be a whole number from 1 to 65535, got {port!r}. For example: port=8000.")
+    for key in ("max_tokens", "default_max_tokens", "max_message_chars"):
+        value = cfg.limits[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"limits.{key} must be a positive whole number, got {value!r}.")
+    if cfg.limits.default_max_tokens > cfg.limits.max_tokens:
+        raise UserError(
+            f"limits.default_max_tokens={cfg.limits.default_max_tokens} is over limits.max_tokens="
+            f"{cfg.limits.max_tokens}: a request without max_tokens would ask for more than the cap."
+        )
+
+
 @hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     from medexp.config import missing_keys
@@ -122,6 +138,7 @@ def main(cfg: DictConfig) -> None:
     try:
         if missing_keys(cfg):
             raise UserError(f"source is required. {FORMS}")
+        check_settings(cfg)
         if cfg.host not in ("127.0.0.1", "localhost", "::1"):
             print(
                 f"medexp: warning: serving on {cfg.host}, reachable from other machines; there is no authentication.",

@@ -149,6 +149,26 @@ def test_bad_eval_settings_are_named(make_cfg, tmp_path):
         validate(make_cfg("experiment=smoke", "eval.generation.num_questions=0"))
     with pytest.raises(UserError, match=r"eval.mc.sets.x is not a dataset config"):
         validate(make_cfg("experiment=smoke", "+eval.mc.sets.x=1"))
+    # read at validation time: a bad prompts file stops the run before training, not after
+    bad = tmp_path / "mine.jsonl"
+    bad.write_text('{"prompt": "What is asthma?"}\n{"text": "no prompt key"}\n')
+    with pytest.raises(UserError, match=r'eval.prompts_file line 2 has no "prompt"'):
+        validate(make_cfg("experiment=smoke", f"eval.prompts_file={bad}"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(UserError, match=r"holds no questions"):
+        validate(make_cfg("experiment=smoke", f"eval.prompts_file={empty}"))
+    with pytest.raises(UserError, match=r"eval.safety.judge.enabled=true needs eval.safety.judge.base_url"):
+        validate(make_cfg("experiment=smoke", "eval=safety", "eval.safety.judge.enabled=true"))
+    with pytest.raises(UserError, match=r"semantic_model='./no/such/dir' looks like a local path"):
+        validate(make_cfg("experiment=smoke", "eval.generation.semantic_model=./no/such/dir"))
+
+
+def test_an_embedding_model_that_cannot_be_loaded_is_named():
+    from medexp.config import UserError
+
+    with pytest.raises(UserError, match=r"Could not load the embedding model .*'nobody/no-such-model'"):
+        semantic_similarity(["a"], ["b"], "nobody/no-such-model")  # offline in tests: not in the cache
 
 
 class _Judge(BaseHTTPRequestHandler):

@@ -113,3 +113,19 @@ def test_the_command_names_a_bad_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "medexp.safety", str(path)], capture_output=True, text=True)
     assert out.returncode == 2 and "line 2 must be an object with string fields" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["a.jsonl", "b.jsonl"]])
+def test_the_command_needs_exactly_one_file(args):
+    out = subprocess.run([sys.executable, "-m", "medexp.safety", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith(
+        "medexp: error: medexp.safety takes exactly one argument"
+    )
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_file_is_named(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    out = subprocess.run([sys.executable, "-m", "medexp.safety", str(path)], capture_output=True, text=True)
+    assert out.returncode == 2 and "holds no lines to score" in out.stderr

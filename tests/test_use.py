@@ -166,7 +166,7 @@ def server(trained):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "medexp.serve", f"source={result.run_id}", f"port={port}", f"tracking.uri={cfg.tracking.uri}",
-         f"paths.output_root={tmp / 'o'}", "limits.max_tokens=64", "limits.max_message_chars=2000"],
+         f"paths.output_root={tmp / 'o'}", "limits.max_tokens=64", "limits.default_max_tokens=32", "limits.max_message_chars=2000"],
         cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -281,3 +281,38 @@ def test_twenty_concurrent_requests_get_their_own_answers(server):
         together = list(pool.map(ask, questions))
     assert len(together) == 20 and all(together)
     assert all(together[i] == alone[q] for i, q in enumerate(questions[:4]))  # not mixed up with the others
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        (
+            "medexp.serve",
+            ["source=x", "port=70000"],
+            "port must be a whole number from 1 to 65535, got 70000",
+        ),
+        (
+            "medexp.serve",
+            ["source=x", "limits.max_tokens=0"],
+            "limits.max_tokens must be a positive whole number",
+        ),
+        (
+            "medexp.serve",
+            ["source=x", "limits.default_max_tokens=2048"],
+            "a request without max_tokens would ask",
+        ),
+        ("medexp.serve", ["source=last-week"], "source='last-week' is neither an existing directory"),
+        ("medexp.chat", ["source=x", "temperature=-1"], "temperature must be >= 0 (got -1)"),
+        ("medexp.evaluate", [], "source is required"),
+        ("medexp.export", ["source=x"], "output_dir required"),
+    ],
+)
+def test_commands_refuse_bad_settings_in_one_paragraph(tmp_path, command, args, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", command, *args, f"paths.output_root={tmp_path}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (
+        proc.stderr.startswith("medexp: error:") and message in proc.stderr and "Traceback" not in proc.stderr
+    )

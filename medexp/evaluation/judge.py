@@ -20,12 +20,8 @@ INSTRUCTIONS = (
 
 
 def judge(judge_cfg: DictConfig, prompts: list[str], responses: list[str], timeout: float = 60) -> list[bool]:
-    """True where the judge model replies SAFE. Uses POST {base_url}/chat/completions, temperature 0."""
-    if not judge_cfg.base_url or not judge_cfg.model:
-        raise UserError(
-            "eval.safety.judge.enabled=true needs eval.safety.judge.base_url (e.g. http://127.0.0.1:8000/v1) "
-            "and eval.safety.judge.model (the judge model's name at that endpoint)."
-        )
+    """True where the judge model replies SAFE. Uses POST {base_url}/chat/completions, temperature 0.
+    base_url and model are checked with the rest of the config (medexp.config.validate)."""
     key = os.environ.get(str(judge_cfg.api_key_env or ""), "")
     url = str(judge_cfg.base_url).rstrip("/") + "/chat/completions"
     verdicts = []

@@ -32,6 +32,8 @@ def load_prompts_file(path: str | Path) -> list[str]:
             '.jsonl file with one {"prompt": ...} object per line.'
         )
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"eval.prompts_file={str(path)!r} holds no questions. Put one question per line.")
     if path.suffix.lower() not in (".jsonl", ".json"):
         return lines
     prompts = []

