@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medexp.config import UserError, validate
+from medexp.config import UserError, command, exit_with, task_overrides, validate
+from medexp.console import announce_choices
 
 log = logging.getLogger("medexp.train")
 
@@ -35,28 +35,17 @@ class RunResult:
     model: Any = field(default=None, repr=False)  # the trained PEFT model, for callers that keep going
 
 
-def _hydra_overrides() -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return " ".join(HydraConfig.get().overrides.task)
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def train(cfg: DictConfig) -> RunResult:
     """Run the whole flow for one composed config; returns metrics incl. `cfg.optimized_metric`."""
     validate(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    announce_choices()  # the run's first line: which option of each config group it composed
     from medexp.config import stage_configs
     from medexp.data import load_mixture, load_pairs, prepare_data
+    from medexp.evaluation.suites import check_inputs
+
+    check_inputs(cfg.eval)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
 
     # Read + find columns + drop empty rows for every source: bad data fails before any model is loaded.
     stages = stage_configs(cfg)  # [("", cfg)] for a plain run; one config per stage otherwise
@@ -66,10 +55,11 @@ def train(cfg: DictConfig) -> RunResult:
     # Heavy imports only now that the config and the data are known to be sound.
     from transformers import set_seed
 
-    from medexp.modeling import load_model, load_tokenizer, resolve_precision
-    from medexp.source import absolute_uri
-    from medexp.sweeping import connect_trial
-    from medexp.tracking import flatten, git_commit, start_run
+    from medexp.evaluation.pipeline import evaluate_and_report
+    from medexp.sweep.trial import connect_trial
+    from medexp.tracking import absolute_uri, flatten, git_commit, start_run
+    from medexp.training.model import load_model, load_tokenizer, resolve_precision
+    from medexp.training.stage import Stage, train_stage
 
     precision = resolve_precision(cfg.trainer.precision)
     tokenizer = load_tokenizer(cfg.model)
@@ -88,7 +78,7 @@ def train(cfg: DictConfig) -> RunResult:
         "medexp.base_model": str(cfg.model.name_or_path),
         "medexp.dataset": " -> ".join(str(s.dataset.path or s.dataset.name) for _, s in stages),
         "medexp.dataset_fingerprint": _fingerprint([d.fingerprint for d in datas]),
-        "medexp.overrides": _hydra_overrides(),
+        "medexp.overrides": " ".join(task_overrides()) or None,
         "medexp.output_dir": str(output_dir.resolve()),
     }
     if len(stages) > 1:
@@ -126,14 +116,14 @@ def train(cfg: DictConfig) -> RunResult:
                 trial=trial if last else None,  # a sweep prunes on the final stage's eval_loss only
             )
             if not name:
-                outcome = _train_stage(stage, model, tokenizer, precision, tracker)
+                outcome = train_stage(stage, model, tokenizer, precision, tracker)
             else:
                 log.info("stage %d/%d: %s", i + 1, len(stages), name)
                 stage_tags = {**tags, "medexp.stage": name, "medexp.stage_index": str(i + 1)}
                 stage_tags["medexp.dataset"] = str(stage_cfg.dataset.path or stage_cfg.dataset.name)
                 with start_run(cfg.tracking, stage_tags, f"stage_{i + 1}_{name}", parent=tracker) as child:
                     child.log_params(flatten(stage_cfg))
-                    outcome = _train_stage(stage, model, tokenizer, precision, child)
+                    outcome = train_stage(stage, model, tokenizer, precision, child)
                 tracker.log_metrics({f"stages/{name}/{k}": v for k, v in outcome.metrics.items()}, step=i + 1)
             model = outcome.model  # the next stage continues from this stage's (best) adapter
             metrics = outcome.metrics
@@ -155,8 +145,9 @@ def train(cfg: DictConfig) -> RunResult:
         if trial is not None:
             trial.finish(tracker, steps=steps)
 
-    log.info("%s", "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-    log.info("adapter saved to %s", adapter_dir)
+    from medexp.tracking.summary import run_summary
+
+    log.info("%s", run_summary(cfg, metrics, output_dir, adapter_dir, tracker))
     pruned_at = trial.pruned_at if trial is not None else None
     return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, pruned_at, model)
 
@@ -168,105 +159,10 @@ def _fingerprint(fingerprints: list[str]) -> str:
     return hashlib.sha256(" ".join(fingerprints).encode()).hexdigest()[:16]
 
 
-@dataclass
-class Stage:
-    """One training stage: a plain run is a single stage named ""."""
-
-    name: str
-    cfg: DictConfig  # the run's config with this stage's dataset and trainer settings
-    data: Any  # PreparedData
-    output_dir: Path
-    base_eval: bool  # evaluate the untouched base model first (eval/base/*)
-    trial: Any = None  # the sweep's TrialReporter, on the stage whose eval_loss it reports
-
-
-@dataclass
-class StageOutcome:
-    metrics: dict[str, float]
-    model: Any
-    steps: int
-    curves: dict[str, list[tuple[int, float]]]  # train_loss and eval_loss by step, for the report
-
-
-def _sources(cfg: DictConfig) -> dict[str, DictConfig]:
-    return {"dataset": cfg.dataset, **{str(k): v for k, v in (cfg.get("mixture") or {}).items()}}
-
-
-def evaluate_and_report(
-    cfg, model, tokenizer, data, held_out: dict[str, float], curves, output_dir: Path, tracker, step: int
-) -> dict[str, float]:
-    """The eval group's suites on the trained model, logged with the report (which also shows the held-out
-    loss and perplexity already measured); returns the suites' metrics."""
-    e = cfg.eval
-    if not (e.generation.enabled or e.mc.enabled or e.ood.enabled or e.safety.enabled or e.prompts_file):
-        return {}
-    from medexp.evaluation.report import log_evaluation, write_report
-    from medexp.evaluation.runner import EvalResult, evaluate_model
-
-    result = evaluate_model(e, model, tokenizer, data, _sources(cfg), cfg.seed)
-    files = []
-    if e.report:
-        title = (
-            f"medexp evaluation: {cfg.model.name_or_path} + LoRA on {cfg.dataset.path or cfg.dataset.name}"
-        )
-        shown = {k: v for k, v in held_out.items() if k.startswith("eval/")} | result.metrics
-        files = write_report(
-            EvalResult(shown, result.rows, result.safety), curves, output_dir / "eval", title
-        )
-    log_evaluation(tracker, result, files, step)
-    return result.metrics
-
-
-def _train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracker: Any) -> StageOutcome:
-    """Log the stage's data report, evaluate its starting point, train, evaluate the best checkpoint, save the
-    adapter into the stage's output dir and log it."""
-    from medexp.data.report import log_data_report
-    from medexp.evaluation import held_out_metrics
-    from medexp.tracking import MetricsCallback
-    from medexp.training import build_trainer
-
-    cfg = stage.cfg
-    log_data_report(tracker, stage.data, _sources(cfg), stage.output_dir / "data")
-    trainer = build_trainer(
-        cfg, model, tokenizer, stage.data, stage.output_dir, precision, [MetricsCallback(tracker)]
-    )
-    metrics: dict[str, float] = {}
-    if stage.base_eval:
-        # The adapters start as a no-op (LoRA's B = 0), so this is the base model's score.
-        metrics.update(held_out_metrics(trainer, cfg.eval.metrics, prefix="eval/base/"))
-    if stage.base_eval or stage.name:
-        trainer.evaluate()  # eval_loss at step 0: the curve starts at the base model or the previous stage
-    if stage.trial is not None:  # added after the base evaluation: only trained steps are reported
-        trainer.add_callback(stage.trial.callback())
-    trainer.train()
-
-    best = trainer.state.best_metric  # best eval_loss over the stage; its checkpoint is now loaded
-    metrics.update(held_out_metrics(trainer, cfg.eval.metrics))
-    tracker.log_metrics(metrics, step=trainer.state.global_step)
-    # eval_loss is already a per-step curve in the run; the returned value is its best point.
-    metrics["eval_loss"] = best if best is not None else trainer.evaluate()["eval_loss"]
-
-    adapter_dir = stage.output_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)  # adapter weights only, as safetensors
-    tokenizer.save_pretrained(adapter_dir)
-    if cfg.tracking.get("log_adapter", False):
-        tracker.log_artifacts(adapter_dir, "adapter")
-    curves = {
-        name: [(h["step"], h[key]) for h in trainer.state.log_history if key in h]
-        for name, key in (("train_loss", "loss"), ("eval_loss", "eval_loss"))
-    }
-    return StageOutcome(metrics, trainer.model, trainer.state.global_step, curves)
-
-
-@hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name="train")
+@command("train")
 def main(cfg: DictConfig) -> float:
-    try:
-        result = train(cfg)
-    except UserError as err:
-        if _in_multirun():
-            raise  # the sweeper records the trial as failed, with this message, and goes on
-        print(f"medexp: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    """Train and return the optimized metric to Hydra's sweeper; a pruned trial tells Optuna so."""
+    result = train(cfg)
     if result.pruned_at is not None:
         import optuna
 
@@ -282,14 +178,14 @@ def _check_sweeper_plugin(argv: list[str]) -> None:
     from hydra.plugins.sweeper import Sweeper
 
     if not any(c.__name__ == "MedexpOptunaSweeper" for c in Plugins.instance().discover(Sweeper)):
-        print(
-            "medexp: error: Hydra cannot see medexp's Optuna sweeper plugin, which hparams_search needs. "
-            "Hydra 1.3 finds plugins by scanning the hydra_plugins package, and setuptools' default editable "
-            "install hides it. Reinstall with `pip install -e '.[dev]' --config-settings editable_mode=compat`, "
-            "or install without -e.",
-            file=sys.stderr,
+        exit_with(
+            UserError(
+                "Hydra cannot see medexp's Optuna sweeper plugin, which hparams_search needs. Hydra 1.3 finds "
+                "plugins by scanning the hydra_plugins package, and setuptools' default editable install hides "
+                "it. Reinstall with `pip install -e '.[dev]' --config-settings editable_mode=compat`, or "
+                "install without -e."
+            )
         )
-        sys.exit(2)
 
 
 if __name__ == "__main__":

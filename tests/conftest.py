@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,22 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from medexp.modeling import load_tokenizer
+    from medexp.training.model import load_tokenizer
 
     return load_tokenizer(compose_config(["model=tiny"], Path("/nonexistent")).model)
+
+
+@pytest.fixture(scope="session")
+def cli_smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python -m medexp.train experiment=smoke` from a fresh directory, exactly as the README says; run once and
+    shared by the tests that check its files (test_train) and its console output (test_console)."""
+    cwd = tmp_path_factory.mktemp("cli_smoke")
+    proc = subprocess.run(
+        [sys.executable, "-m", "medexp.train", "experiment=smoke"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, cwd

@@ -55,3 +55,22 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def config_error(overrides: list[str], tmp_path: Path) -> str:
+    """The one paragraph `python -m medexp.train *overrides` would refuse with: from composing the config
+    (unknown key, wrong type) or from validating it (ranges, cross-field rules); "" if it is accepted."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from medexp.config import UserError, describe_config_error, validate
+
+    try:
+        cfg = compose_config(overrides, tmp_path)
+    except (HydraException, OmegaConfBaseException) as err:
+        return describe_config_error(err)
+    try:
+        validate(cfg)
+    except UserError as err:
+        return str(err)
+    return ""

@@ -39,7 +39,7 @@ def test_option_composes_and_validates(make_cfg, group, option):
                 validate(cfg)
             return
     if group == "dataset" and option == "file":
-        with pytest.raises(UserError, match="dataset.path is required"):
+        with pytest.raises(UserError, match=r"dataset\.path is required"):
             validate(cfg)
         return
     validate(cfg)

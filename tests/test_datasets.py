@@ -12,7 +12,7 @@ import pytest
 from medexp.config import UserError, validate
 from medexp.data import load_mixture, load_pairs, prepare_data
 from medexp.data.near_dup import drop_near_duplicates, jaccard
-from tests.helpers import SAFETY
+from tests.helpers import SAFETY, config_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -129,13 +129,14 @@ def test_a_weighted_mixture(make_cfg, tiny_tokenizer):
         (["+dataset@mixture.safety=safety", "mixture.safety.weight=0"], "mixture.safety.weight must be positive"),
         (["dataset.weight=-1"], "dataset.weight must be positive"),
         (["dataset.near_dup.threshold=1.5"], "dataset.near_dup.threshold must be a Jaccard similarity"),
-        (["dataset.near_dup.num_perm=0"], "dataset.near_dup.num_perm must be a positive whole number"),
-        (["+mixture.extra=3"], r"mixture.extra is not a dataset config \(got 3\)"),
-        (["+stages.first.trainer.max_steps=3"], "Stage 'first' has no dataset"),
-        (["+dataset@stages.a.dataset=sample", "+stages.a.trainer.bogus=1"], r"stages.a.trainer sets \['bogus'\]"),
+        (["dataset.near_dup.num_perm=0"], "dataset.near_dup.num_perm must be positive, got 0"),
+        (["+mixture.extra=3"], r"mixture.extra \(from the command-line override \+mixture.extra=3\) needs a dataset option.*\+dataset@mixture.extra=<option>"),
+        (["+stages.first.trainer.max_steps=3"], r"stages.first .*needs a dataset option.*\+dataset@stages.first.dataset=<option>"),
+        (["+dataset@stages.a.dataset=sample", "+stages.a.trainer.bogus=1"], r"stages.a.trainer.bogus is not a trainer setting"),
+        (["+dataset@stages.a.dataset=sample", "+stages.a.trainer.max_stepz=1"], r"Did you mean max_steps( or eval_steps)?\?"),
+        (["+dataset@stages.a.dataset=sample", "+stages.a.trainer.max_steps=abc"], r"stages.a.trainer: Value 'abc'"),
         (["+dataset@stages.a.dataset=sample", "stages.a.dataset.val_fraction=2"], "stages.a.dataset.val_fraction must be"),
     ],
 )  # fmt: skip
-def test_bad_mixture_and_stage_settings_are_named(make_cfg, overrides, message):
-    with pytest.raises(UserError, match=message):
-        validate(make_cfg("experiment=smoke", *overrides))
+def test_bad_mixture_and_stage_settings_are_named(tmp_path, overrides, message):
+    assert re.search(message, config_error(["experiment=smoke", *overrides], tmp_path))

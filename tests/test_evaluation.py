@@ -4,12 +4,10 @@ options, the judge through a real local HTTP endpoint, and `python -m medexp.eva
 from __future__ import annotations
 
 import json
-import math
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from omegaconf import OmegaConf
@@ -18,7 +16,7 @@ from medexp.evaluation.generation import Generation, speed_metrics
 from medexp.evaluation.multiple_choice import ChoiceItem, accuracy, candidate_logprobs, choice_item
 from medexp.evaluation.runner import EvalResult
 from medexp.evaluation.text_metrics import distinct_n, length_stats, percentile, rouge, semantic_similarity
-from tests.helpers import TINY_MODEL, compose_config
+from tests.helpers import TINY_MODEL, compose_config, config_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SYSTEM = "You are a careful medical information assistant."
@@ -90,7 +88,7 @@ def test_choice_items_from_multiple_choice_and_verdict_pairs(make_cfg):
 def tiny():
     from transformers import AutoModelForCausalLM
 
-    from medexp.modeling import load_tokenizer
+    from medexp.training.model import load_tokenizer
 
     tokenizer = load_tokenizer(
         OmegaConf.create({"name_or_path": str(TINY_MODEL), "revision": None, "trust_remote_code": False})
@@ -142,22 +140,24 @@ def test_eval_options_compose(tmp_path, option, expected):
 
 def test_bad_eval_settings_are_named(make_cfg, tmp_path):
     from medexp.config import UserError, validate
+    from medexp.evaluation.suites import check_inputs
 
     with pytest.raises(UserError, match=r"eval.prompts_file='nope.txt' does not exist"):
         validate(make_cfg("experiment=smoke", "eval.prompts_file=nope.txt"))
-    with pytest.raises(UserError, match=r"eval.generation.num_questions must be a positive whole number"):
+    with pytest.raises(UserError, match=r"eval.generation.num_questions must be positive, got 0"):
         validate(make_cfg("experiment=smoke", "eval.generation.num_questions=0"))
-    with pytest.raises(UserError, match=r"eval.mc.sets.x is not a dataset config"):
-        validate(make_cfg("experiment=smoke", "+eval.mc.sets.x=1"))
-    # read at validation time: a bad prompts file stops the run before training, not after
+    assert "+dataset@eval.mc.sets.x=<option>" in config_error(
+        ["experiment=smoke", "+eval.mc.sets.x=1"], tmp_path
+    )
+    # read with the other inputs, before training: a bad prompts file stops the run then, not after it
     bad = tmp_path / "mine.jsonl"
     bad.write_text('{"prompt": "What is asthma?"}\n{"text": "no prompt key"}\n')
     with pytest.raises(UserError, match=r'eval.prompts_file line 2 has no "prompt"'):
-        validate(make_cfg("experiment=smoke", f"eval.prompts_file={bad}"))
+        check_inputs(make_cfg("experiment=smoke", f"eval.prompts_file={bad}").eval)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(UserError, match=r"holds no questions"):
-        validate(make_cfg("experiment=smoke", f"eval.prompts_file={empty}"))
+        check_inputs(make_cfg("experiment=smoke", f"eval.prompts_file={empty}").eval)
     with pytest.raises(UserError, match=r"eval.safety.judge.enabled=true needs eval.safety.judge.base_url"):
         validate(make_cfg("experiment=smoke", "eval=safety", "eval.safety.judge.enabled=true"))
     with pytest.raises(UserError, match=r"semantic_model='./no/such/dir' looks like a local path"):
@@ -172,9 +172,9 @@ def test_an_embedding_model_that_cannot_be_loaded_is_named():
 
 
 class _Judge(BaseHTTPRequestHandler):
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
-    def do_POST(self):  # noqa: N802 (http.server's naming)
+    def do_POST(self):  # http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Judge.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         verdict = "UNSAFE" if "800 mg" in body["messages"][1]["content"] else "SAFE"
@@ -216,61 +216,14 @@ def test_the_judge_asks_an_openai_compatible_endpoint(monkeypatch):
         judge(cfg, ["q"], ["a"], timeout=2)  # the server is gone
 
 
-def test_evaluate_a_finished_run_by_run_id(tmp_path):
-    """Train the smoke run with eval=none, then `python -m medexp.evaluate source=<run id>` logs into it."""
-    from mlflow.tracking import MlflowClient
-
-    from medexp.train import train
-
-    cfg = compose_config(["experiment=smoke", "eval=none", "trainer.max_steps=20"], tmp_path)
-    result = train(cfg)
-    prompts = tmp_path / "mine.txt"
-    prompts.write_text("What is asthma?\nHow is anemia treated?\n")
-    uri = str(cfg.tracking.uri)
-    proc = subprocess.run(
-        [sys.executable, "-m", "medexp.evaluate", f"source={result.run_id}", "eval=safety", "eval.generation.max_new_tokens=32",
-         f"tracking.uri={uri}", f"eval.prompts_file={prompts}", f"paths.output_root={tmp_path / 'eval_out'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(uri)
-    run = client.get_run(result.run_id)
-    m = run.data.metrics
-    assert "eval/loss" not in result.metrics  # eval=none at training time ...
-    assert m["eval/loss"] == pytest.approx(
-        train_loss_best := result.metrics["eval_loss"], rel=1e-4
-    )  # ... now the best checkpoint's loss
-    assert math.isfinite(train_loss_best) and m["eval/base/loss"] > m["eval/loss"]
-    assert (
-        0 <= m["eval/safety_pass_rate"] <= 1
-        and "eval/base/safety/dosing" in m
-        and "eval/delta/safety_pass_rate" in m
-    )
-    assert run.data.tags["medexp.evaluated_with"].startswith("source=")
-    assert "report.html" in {a.path for a in client.list_artifacts(result.run_id)}
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)  # MlflowClient.load_table searches runs through the global tracking URI
-    try:
-        table = client.load_table(run.info.experiment_id, "eval/generations.json", run_ids=[result.run_id])
-    finally:
-        mlflow.set_tracking_uri(previous)
-    assert set(table["suite"]) == {"safety", "prompts_file"} and len(table) == 32
-    assert list(table[table["suite"] == "prompts_file"]["prompt"]) == [
-        "What is asthma?",
-        "How is anemia treated?",
-    ]
-
-
 def test_sources_name_directories_and_refuse_garbage(tmp_path):
     from medexp.config import UserError
-    from medexp.source import resolve
+    from medexp.training.source import resolve
 
     run_dir = tmp_path / "run"
     (run_dir / "adapter").mkdir(parents=True)
     (run_dir / "adapter" / "adapter_config.json").write_text("{}")
-    with pytest.raises(UserError, match="no training config.yaml beside it"):
+    with pytest.raises(UserError, match=r"no training config\.yaml beside it"):
         resolve(str(run_dir), "sqlite:///x.db", tmp_path)
     (run_dir / "config.yaml").write_text("seed: 1\n")
     (run_dir / "run.json").write_text(json.dumps({"run_id": "a" * 32, "tracking_uri": "sqlite:////tmp/x.db"}))
@@ -281,7 +234,7 @@ def test_sources_name_directories_and_refuse_garbage(tmp_path):
             and trained.run_id == "a" * 32
             and trained.config.seed == 1
         )
-    from medexp.source import absolute_uri
+    from medexp.tracking import absolute_uri
 
     assert absolute_uri("sqlite:///mlruns/mlflow.db") == f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
     assert absolute_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
@@ -296,7 +249,7 @@ def test_multiple_choice_and_ood_suites_on_an_untrained_adapter(make_cfg, tiny_t
     """With fresh LoRA (B = 0) the adapted model is the base model: every delta must be exactly 0."""
     from medexp.data import load_pairs, prepare_data
     from medexp.evaluation.runner import evaluate_model
-    from medexp.modeling import load_model
+    from medexp.training.model import load_model
 
     cfg = make_cfg(
         "experiment=smoke", "dataset=medmcqa", f"dataset.path={FIXTURES / 'medmcqa.jsonl'}", "dataset.val_fraction=0.5",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medexp.config import UserError
-from medexp.modeling import load_model, load_tokenizer, resolve_precision
+from medexp.training.model import load_model, load_tokenizer, resolve_precision
 
 needs_bitsandbytes = pytest.mark.skipif(
     importlib.util.find_spec("bitsandbytes") is None, reason="the qlora extra (bitsandbytes) is not installed"
@@ -39,7 +39,7 @@ def test_precision_on_this_machine():
         pytest.skip("CPU-only expectations")
     assert resolve_precision("auto") == "fp32"
     assert resolve_precision("bf16") == "bf16"
-    with pytest.raises(UserError, match="trainer.precision=fp16 needs a CUDA GPU"):
+    with pytest.raises(UserError, match=r"trainer\.precision=fp16 needs a CUDA GPU"):
         resolve_precision("fp16")
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from medexp.safety import CATEGORIES, guess_category, pass_rates, score
+from medexp.evaluation.safety_rules import CATEGORIES, guess_category, pass_rates, score
 from tests.helpers import SAFETY
 
 # category -> (prompt, a safe response, an unsafe response, a reason the unsafe one must get)
@@ -74,7 +74,7 @@ def test_the_training_answers_pass_and_rates_are_per_category():
     rows = [json.loads(line) for line in SAFETY.read_text().splitlines()]
     verdicts = [score(r["question"], r["answer"], r["category"]) for r in rows]
     assert [v.reasons for v in verdicts if not v.safe] == []
-    rates = pass_rates(verdicts + [score("x", "Take 2 pills.", "dosing")])
+    rates = pass_rates([*verdicts, score("x", "Take 2 pills.", "dosing")])
     assert rates["dosing"] == pytest.approx(20 / 21) and rates["emergency"] == 1.0
     assert rates["all"] == pytest.approx(62 / 63)
 

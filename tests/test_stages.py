@@ -21,6 +21,7 @@ OVERRIDES = [
     "+stages.first.trainer.max_steps=10",
     "+stages.second.trainer.max_steps=10",
     "trainer.eval_steps=5",
+    "eval.generation.enabled=false",  # the suites run once, after the last stage; test_train covers them
     "+dataset@mixture.extra=file",
     f"mixture.extra.path={FIXTURES / 'medquad.csv'}",
     "mixture.extra.weight=2",
@@ -70,8 +71,8 @@ def test_the_second_stage_starts_from_the_first_stages_adapter(staged):
 
     from medexp.config import stage_configs
     from medexp.data import load_mixture, load_pairs, prepare_data
-    from medexp.modeling import load_model, load_tokenizer
-    from medexp.training import build_trainer
+    from medexp.training.model import load_model, load_tokenizer
+    from medexp.training.trainer import build_trainer
 
     cfg, result, client, runs = staged
     out = result.output_dir

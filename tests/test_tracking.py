@@ -129,7 +129,15 @@ def mlflow_server(tmp_path):
 def test_smoke_run_against_a_tracking_server(tmp_path, mlflow_server):
     url, artifacts = mlflow_server
     cfg = compose_config(
-        ["experiment=smoke", "eval=none", f"tracking.uri={url}", "tracking.experiment=remote"], tmp_path
+        [
+            "experiment=smoke",
+            "eval=none",
+            "trainer.max_steps=10",
+            "trainer.eval_steps=5",
+            f"tracking.uri={url}",
+            "tracking.experiment=remote",
+        ],
+        tmp_path,
     )
     result = train(cfg)
     run = only_run(url, "remote")

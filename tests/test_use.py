@@ -4,6 +4,7 @@ command, and the OpenAI-compatible endpoint as a real server on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def test_export_and_merge_round_trip(trained):
 
 
 def test_registry_round_trip(trained):
-    from medexp.source import resolve
+    from medexp.training.source import resolve
 
     cfg, result, tmp = trained
     proc = _export(
@@ -103,7 +104,7 @@ def test_registry_round_trip(trained):
 def test_push_to_hub_stops_at_the_call_boundary(trained, monkeypatch):
     import huggingface_hub
 
-    from medexp.export import export
+    from medexp.serving.publish import export
 
     cfg, result, tmp = trained
     calls = []
@@ -143,7 +144,7 @@ def test_export_needs_its_settings(trained):
 
 
 def test_chat_streams_answers_with_the_training_system_prompt(trained):
-    cfg, result, tmp = trained
+    _, result, tmp = trained
     proc = subprocess.run(
         [sys.executable, "-m", "medexp.chat", f"source={result.output_dir}", "temperature=0", "max_new_tokens=12",
          f"paths.output_root={tmp / 'o'}"],
@@ -302,9 +303,9 @@ def test_twenty_concurrent_requests_get_their_own_answers(server):
             "a request without max_tokens would ask",
         ),
         ("medexp.serve", ["source=last-week"], "source='last-week' is neither an existing directory"),
-        ("medexp.chat", ["source=x", "temperature=-1"], "temperature must be >= 0 (got -1)"),
+        ("medexp.chat", ["source=x", "temperature=-1"], "temperature must be >= 0 (got -1.0)"),
         ("medexp.evaluate", [], "source is required"),
-        ("medexp.export", ["source=x"], "output_dir required"),
+        ("medexp.export", ["source=x"], "output_dir is required"),
     ],
 )
 def test_commands_refuse_bad_settings_in_one_paragraph(tmp_path, command, args, message):
@@ -316,3 +317,46 @@ def test_commands_refuse_bad_settings_in_one_paragraph(tmp_path, command, args, 
     assert (
         proc.stderr.startswith("medexp: error:") and message in proc.stderr and "Traceback" not in proc.stderr
     )
+
+
+def test_evaluate_a_finished_run_by_run_id(trained, tmp_path):
+    """The smoke run trained with eval=none; `python -m medexp.evaluate source=<run id>` logs into it. Last in
+    this file: it adds evaluation metrics to the shared run, which the tests above read without them."""
+    cfg, result, _ = trained
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("What is asthma?\nHow is anemia treated?\n")
+    uri = str(cfg.tracking.uri)
+    proc = subprocess.run(
+        [sys.executable, "-m", "medexp.evaluate", f"source={result.run_id}", "eval=safety", "eval.generation.max_new_tokens=16",
+         f"tracking.uri={uri}", f"eval.prompts_file={prompts}", f"paths.output_root={tmp_path / 'eval_out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    m = run.data.metrics
+    assert "eval/loss" not in result.metrics  # eval=none at training time ...
+    assert m["eval/loss"] == pytest.approx(
+        train_loss_best := result.metrics["eval_loss"], rel=1e-4
+    )  # ... now the best checkpoint's loss
+    assert math.isfinite(train_loss_best) and m["eval/base/loss"] > m["eval/loss"]
+    assert (
+        0 <= m["eval/safety_pass_rate"] <= 1
+        and "eval/base/safety/dosing" in m
+        and "eval/delta/safety_pass_rate" in m
+    )
+    assert run.data.tags["medexp.evaluated_with"].startswith("source=")
+    assert "report.html" in {a.path for a in client.list_artifacts(result.run_id)}
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # MlflowClient.load_table searches runs through the global tracking URI
+    try:
+        table = client.load_table(run.info.experiment_id, "eval/generations.json", run_ids=[result.run_id])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert set(table["suite"]) == {"safety", "prompts_file"} and len(table) == 32
+    assert list(table[table["suite"] == "prompts_file"]["prompt"]) == [
+        "What is asthma?",
+        "How is anemia treated?",
+    ]

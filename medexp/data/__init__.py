@@ -1,6 +1,14 @@
 """Data: reading hub datasets and local files, cleaning, chat formatting and splitting."""
 
-from medexp.data.loading import RawPairs, Source, load_mixture, load_pairs, read_rows, resolve_columns
+from medexp.data.loading import (
+    RawPairs,
+    Source,
+    load_mixture,
+    load_pairs,
+    read_rows,
+    resolve_columns,
+    sources,
+)
 from medexp.data.multiple_choice import MCFields, MCItem, Skip, normalise, normalise_rows
 from medexp.data.prepare import PreparedData, chat_messages, prepare_data, tokenize_pairs
 
@@ -9,8 +17,8 @@ __all__ = [
     "MCItem",
     "PreparedData",
     "RawPairs",
-    "Source",
     "Skip",
+    "Source",
     "chat_messages",
     "load_mixture",
     "load_pairs",
@@ -19,5 +27,6 @@ __all__ = [
     "prepare_data",
     "read_rows",
     "resolve_columns",
+    "sources",
     "tokenize_pairs",
 ]

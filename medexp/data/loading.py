@@ -186,7 +186,7 @@ def _read_hub(name: str, subset: str | None, split: str) -> pd.DataFrame:
 
     try:
         return datasets.load_dataset(name, subset, split=split).to_pandas()
-    except Exception as err:  # datasets raises many types for "not found" / offline / bad split
+    except Exception as err:  # noqa: BLE001  (datasets raises many types for not found / offline / bad split)
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
         raise UserError(
             f"Could not load dataset {name!r} (subset {subset!r}, split {split!r}) from the Hugging Face Hub or its cache: "
@@ -228,3 +228,8 @@ def _pick(
         f"Could not find {'an' if role == 'answer' else 'a'} {role} column. Columns found: {found}; medexp looks for "
         f"{', '.join(names)} (any case). Name it with {key}.{role}_field=<column>."
     )
+
+
+def sources(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The run's data sources by name: `dataset` and each mixture component."""
+    return {"dataset": cfg.dataset, **{str(k): v for k, v in (cfg.get("mixture") or {}).items()}}

@@ -1,5 +1,2 @@
-"""Evaluation: the `eval` group's metrics on held-out data."""
-
-from medexp.evaluation.metrics import METRICS, held_out_metrics
-
-__all__ = ["METRICS", "held_out_metrics"]
+"""Evaluation after training: the suites (generation, multiple choice, out-of-domain, safety), their metrics and
+judges, reports, and the pipeline that `train` and `evaluate` both run (`medexp.evaluation.pipeline`)."""

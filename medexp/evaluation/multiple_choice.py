@@ -26,7 +26,7 @@ def choice_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceIte
     """A scored item from a formatted pair: a multiple-choice pair ("Options:" block, "C. text" target), or a
     pair from a source with a decision field ("Yes. ..." answers); None for plain QA pairs."""
     if source_cfg.kind == "multiple_choice":
-        head, sep, block = question.rpartition("\n\nOptions:\n")
+        _, sep, block = question.rpartition("\n\nOptions:\n")
         matches = [_OPTION.match(line) for line in block.splitlines()] if sep else []
         if not matches or not all(matches):
             return None

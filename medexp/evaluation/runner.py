@@ -4,6 +4,7 @@ model (adapters off). Metric names: eval/<name>, eval/base/<name>, eval/delta/<n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -43,12 +44,52 @@ class EvalResult:
                 self.metrics[f"eval/delta/{prefix}{name}"] = value - base[name]
 
 
-def _both(model, tokenizer, system_prompt: str, prompts: list[str], gen_cfg: DictConfig, base: bool):
-    adapted = generate(model, tokenizer, system_prompt, prompts, gen_cfg)
+class _Progress:
+    """One bar over every answer the suites produce (generated or scored), for both models; the description
+    names the suite being run. Callees see `over(items)`: a list that moves the bar as it is iterated."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        from medexp.console import redirect_console_logging
+
+        self._redirect = contextlib.ExitStack()
+        self._redirect.enter_context(redirect_console_logging())
+        self.bar = tqdm(total=total, desc="eval", unit="answer", dynamic_ncols=True)
+
+    def suite(self, name: str) -> None:
+        self.bar.set_description(f"eval {name}")
+
+    def over(self, items: list) -> list:
+        return _Ticking(items, self.bar)
+
+    def close(self) -> None:
+        self.bar.set_description("eval")
+        self.bar.close()
+        self._redirect.close()
+
+
+class _Ticking(list):
+    """A list whose iteration advances a progress bar by one as each item is done with."""
+
+    def __init__(self, items: list, bar: Any) -> None:
+        super().__init__(items)
+        self.bar = bar
+
+    def __iter__(self):
+        for item in super().__iter__():
+            yield item
+            self.bar.update(1)
+
+
+def _both(
+    model, tokenizer, system_prompt: str, prompts: list[str], gen_cfg: DictConfig, base: bool, progress
+):
+    adapted = generate(model, tokenizer, system_prompt, progress.over(prompts), gen_cfg)
     if not base:
         return adapted, None
     with as_base(model):
-        return adapted, generate(model, tokenizer, system_prompt, prompts, gen_cfg)
+        return adapted, generate(model, tokenizer, system_prompt, progress.over(prompts), gen_cfg)
 
 
 def _answer_metrics(gens, references: list[str], gen_cfg: DictConfig) -> dict[str, float]:
@@ -71,72 +112,84 @@ def evaluate_model(
     seed: int,
 ) -> EvalResult:
     """Run every enabled suite of `eval_cfg` on `model` (a PEFT model; its base is the same with adapters off)."""
+    from medexp.evaluation.suites import load_ood, load_probes, load_prompts_file
+
     result = EvalResult()
     gen_cfg = eval_cfg.generation
     compare = bool(eval_cfg.before_training)  # before/after needs the base model's answers too
     main_prompt = str(source_cfgs["dataset"].system_prompt).strip()
 
+    # Every suite's inputs first, so the one progress bar knows its total.
+    chosen = []
     if gen_cfg.enabled:
         chosen = list(zip(data.validation_pairs, data.validation_sources, strict=True))[
             : gen_cfg.num_questions
         ]
-        questions = [q for (q, _), _ in chosen]
-        references = [a for (_, a), _ in chosen]
-        # Each question is asked with its own source's system prompt, as in training.
-        adapted, base = [], []
-        for (question, _), source in chosen:
-            system = str(source_cfgs[source].system_prompt).strip()
-            a, b = _both(model, tokenizer, system, [question], gen_cfg, compare)
-            adapted += a
-            base += b or []
-        result.add(
-            _answer_metrics(adapted, references, gen_cfg),
-            _answer_metrics(base, references, gen_cfg) if compare else None,
-        )
-        result.answers("validation", questions, references, adapted, base if compare else None)
-
-    if eval_cfg.mc.enabled:
-        _multiple_choice(eval_cfg, model, tokenizer, data, source_cfgs, seed, compare, result)
-
-    if eval_cfg.ood.enabled:
-        from medexp.evaluation.suites import load_ood
-        from medexp.evaluation.text_metrics import rouge, semantic_similarity
-
-        ood = load_ood()
-        prompts, refs = [x["prompt"] for x in ood], [x["reference"] for x in ood]
-        adapted, base = _both(model, tokenizer, main_prompt, prompts, gen_cfg, compare)
-
-        def ood_metrics(gens) -> dict[str, float]:
-            texts = [g.text for g in gens]
-            hits = sum(r.lower() in t.lower() for r, t in zip(refs, texts, strict=True))
-            return {"contains_reference": hits / len(refs), "rouge_l": rouge(texts, refs)["rouge_l"]}
-
-        result.add(ood_metrics(adapted), ood_metrics(base) if compare else None, prefix="ood/")
-        if compare and gen_cfg.semantic_similarity:  # how far fine-tuning moved general answers
-            result.metrics["eval/ood/agreement_with_base"] = semantic_similarity(
-                [g.text for g in adapted], [g.text for g in base], gen_cfg.semantic_model
+    mc_sets = _mc_sets(eval_cfg, data, source_cfgs, seed) if eval_cfg.mc.enabled else {}
+    ood = load_ood() if eval_cfg.ood.enabled else []
+    probes = load_probes() if eval_cfg.safety.enabled else []
+    user_prompts = load_prompts_file(eval_cfg.prompts_file) if eval_cfg.prompts_file else []
+    answers = len(chosen) + sum(len(items) for _, items in mc_sets.values()) + len(ood) + len(probes)
+    progress = _Progress((answers + len(user_prompts)) * (2 if compare else 1))
+    try:
+        if chosen:
+            progress.suite("validation")
+            questions = [q for (q, _), _ in chosen]
+            references = [a for (_, a), _ in chosen]
+            # Each question is asked with its own source's system prompt, as in training.
+            adapted, base = [], []
+            for (question, _), source in chosen:
+                system = str(source_cfgs[source].system_prompt).strip()
+                a, b = _both(model, tokenizer, system, [question], gen_cfg, compare, progress)
+                adapted += a
+                base += b or []
+            result.add(
+                _answer_metrics(adapted, references, gen_cfg),
+                _answer_metrics(base, references, gen_cfg) if compare else None,
             )
-        result.answers("ood", prompts, refs, adapted, base)
+            result.answers("validation", questions, references, adapted, base if compare else None)
 
-    if eval_cfg.safety.enabled:
-        _safety(eval_cfg, model, tokenizer, main_prompt, compare, result)
+        if eval_cfg.mc.enabled:
+            _multiple_choice(mc_sets, model, tokenizer, compare, result, progress)
 
-    if eval_cfg.prompts_file:
-        from medexp.evaluation.suites import load_prompts_file
+        if ood:
+            from medexp.evaluation.text_metrics import rouge, semantic_similarity
 
-        prompts = load_prompts_file(eval_cfg.prompts_file)
-        adapted, base = _both(model, tokenizer, main_prompt, prompts, gen_cfg, compare)
-        result.answers("prompts_file", prompts, [None] * len(prompts), adapted, base)
+            progress.suite("ood")
+            prompts, refs = [x["prompt"] for x in ood], [x["reference"] for x in ood]
+            adapted, base = _both(model, tokenizer, main_prompt, prompts, gen_cfg, compare, progress)
+
+            def ood_metrics(gens) -> dict[str, float]:
+                texts = [g.text for g in gens]
+                hits = sum(r.lower() in t.lower() for r, t in zip(refs, texts, strict=True))
+                return {"contains_reference": hits / len(refs), "rouge_l": rouge(texts, refs)["rouge_l"]}
+
+            result.add(ood_metrics(adapted), ood_metrics(base) if compare else None, prefix="ood/")
+            if compare and gen_cfg.semantic_similarity:  # how far fine-tuning moved general answers
+                result.metrics["eval/ood/agreement_with_base"] = semantic_similarity(
+                    [g.text for g in adapted], [g.text for g in base], gen_cfg.semantic_model
+                )
+            result.answers("ood", prompts, refs, adapted, base)
+
+        if probes:
+            progress.suite("safety")
+            _safety(eval_cfg, probes, model, tokenizer, main_prompt, compare, result, progress)
+
+        if user_prompts:
+            progress.suite("prompts_file")
+            adapted, base = _both(model, tokenizer, main_prompt, user_prompts, gen_cfg, compare, progress)
+            result.answers("prompts_file", user_prompts, [None] * len(user_prompts), adapted, base)
+    finally:
+        progress.close()
     return result
 
 
-def _multiple_choice(
-    eval_cfg, model, tokenizer, data, source_cfgs, seed, compare, result: EvalResult
-) -> None:
+def _mc_sets(eval_cfg, data, source_cfgs, seed) -> dict[str, tuple[str, list]]:
+    """name -> (system prompt, items): the run's own multiple-choice validation questions and eval.mc.sets."""
     from medexp.data.loading import load_pairs
-    from medexp.evaluation.multiple_choice import accuracy, choice_item
+    from medexp.evaluation.multiple_choice import choice_item
 
-    sets: dict[str, tuple[str, list]] = {}  # name -> (system prompt, items)
+    sets: dict[str, tuple[str, list]] = {}
     if eval_cfg.mc.validation:
         items = []
         for (q, a), source in zip(data.validation_pairs, data.validation_sources, strict=True):
@@ -153,25 +206,32 @@ def _multiple_choice(
         random.Random(seed).shuffle(pairs)
         items = [it for q, a in pairs if (it := choice_item(q, a, set_cfg)) is not None][: eval_cfg.mc.limit]
         sets[str(name)] = (str(set_cfg.system_prompt).strip(), items)
+    return sets
+
+
+def _multiple_choice(sets, model, tokenizer, compare, result: EvalResult, progress) -> None:
+    from medexp.evaluation.multiple_choice import accuracy
+
     if not sets:
         log.warning("eval.mc: no multiple-choice or yes/no/maybe questions to score; add eval.mc.sets")
     for name, (system, items) in sets.items():
-        adapted = accuracy(model, tokenizer, system, items)
+        progress.suite(f"mc/{name}")
+        adapted = accuracy(model, tokenizer, system, progress.over(items))
         base = None
         if compare:
             with as_base(model):
-                base = accuracy(model, tokenizer, system, items)
+                base = accuracy(model, tokenizer, system, progress.over(items))
             del base["questions"]  # the same count for both; no base/delta copy
         result.add(adapted, base, prefix=f"mc/{name}/")
 
 
-def _safety(eval_cfg, model, tokenizer, system_prompt: str, compare: bool, result: EvalResult) -> None:
-    from medexp.evaluation.suites import load_probes
-    from medexp.safety import pass_rates, score
+def _safety(
+    eval_cfg, probes, model, tokenizer, system_prompt: str, compare: bool, result: EvalResult, progress
+) -> None:
+    from medexp.evaluation.safety_rules import pass_rates, score
 
-    probes = load_probes()
     prompts = [p["prompt"] for p in probes]
-    adapted, base = _both(model, tokenizer, system_prompt, prompts, eval_cfg.generation, compare)
+    adapted, base = _both(model, tokenizer, system_prompt, prompts, eval_cfg.generation, compare, progress)
     answers = {"adapted": adapted} | ({"base": base} if compare else {})
     verdicts = {
         who: [score(p["prompt"], g.text, p["category"]) for p, g in zip(probes, gens, strict=True)]

@@ -50,3 +50,9 @@ def load_prompts_file(path: str | Path) -> list[str]:
             )
         prompts.append(text.strip())
     return prompts
+
+
+def check_inputs(eval_cfg) -> None:
+    """Read the eval group's own files now, so a bad line stops a run before training rather than after."""
+    if eval_cfg.prompts_file is not None:
+        load_prompts_file(eval_cfg.prompts_file)

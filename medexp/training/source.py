@@ -14,11 +14,11 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config import UserError
+from medexp.tracking.client import absolute_uri, client_for
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 FORMS = (
@@ -35,12 +35,11 @@ class TrainedModel:
     tracking_uri: str | None
 
 
-def absolute_uri(uri: str) -> str:
-    """A sqlite:/// URI with a relative path made absolute (so it means the same from any directory)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
+def resolve_source(cfg: DictConfig, cache_dir: Path) -> TrainedModel:
+    """The trained model a command's `source=` names, looked up in its `tracking.uri` store."""
+    if OmegaConf.is_missing(cfg, "source"):
+        raise UserError(f"source is required. {FORMS}")
+    return resolve(str(cfg.source), absolute_uri(str(cfg.tracking.uri)), cache_dir)
 
 
 def resolve(source: str, tracking_uri: str, cache_dir: Path) -> TrainedModel:
@@ -77,13 +76,7 @@ def _from_directory(path: Path) -> TrainedModel:
             "wrote it, or the run id."
         )
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    return TrainedModel(adapter_dir, OmegaConf.load(config_path), run.get("run_id"), run.get("tracking_uri"))
-
-
-def _client(tracking_uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return TrainedModel(adapter_dir, _run_config(config_path), run.get("run_id"), run.get("tracking_uri"))
 
 
 def _registered_run(uri: str, tracking_uri: str) -> str:
@@ -96,7 +89,7 @@ def _registered_run(uri: str, tracking_uri: str) -> str:
         name, _, version = spec.rpartition("/")
     if not name or not (alias or (version or "").isdigit()):
         raise UserError(f"source={uri!r} is not a models:/ URI medexp can read. {FORMS}")
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     try:
         mv = (
             client.get_model_version_by_alias(name, alias)
@@ -118,7 +111,7 @@ def _registered_run(uri: str, tracking_uri: str) -> str:
 def _from_run(run_id: str, tracking_uri: str, cache_dir: Path) -> TrainedModel:
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     try:
         client.get_run(run_id)
         target = cache_dir / run_id
@@ -130,7 +123,22 @@ def _from_run(run_id: str, tracking_uri: str, cache_dir: Path) -> TrainedModel:
             f"source={run_id!r}: {err.message.splitlines()[0]} (tracking store {tracking_uri}). Check the run id "
             "and tracking.uri; the run must have logged config.yaml and adapter/ (tracking.log_adapter=true)."
         ) from None
-    return TrainedModel(Path(adapter), OmegaConf.load(config), run_id, tracking_uri)
+    return TrainedModel(Path(adapter), _run_config(Path(config)), run_id, tracking_uri)
+
+
+def _run_config(path: Path) -> DictConfig:
+    """A training run's saved config.yaml, typed by the train schema, so commands read it as train reads its own."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from medexp.config import TrainConfig, describe_config_error
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path))
+    except OmegaConfBaseException as err:
+        raise UserError(
+            f"The run's config {path} does not fit this medexp version's schema: {describe_config_error(err)} "
+            "Was the run trained with another medexp version? Evaluate it with that version."
+        ) from None
 
 
 def load_trained(trained: TrainedModel, precision: str, trainable: bool = False):
@@ -138,7 +146,7 @@ def load_trained(trained: TrainedModel, precision: str, trainable: bool = False)
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from medexp.modeling import load_base_model
+    from medexp.training.model import load_base_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(trained.adapter_dir))
     base = load_base_model(trained.config.model, trained.config.lora, precision)

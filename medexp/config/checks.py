@@ -1,63 +1,48 @@
-"""Validation of the composed config: every check that can run before a model, a dataset or torch is loaded.
+"""Checks that types cannot express: ranges, cross-field rules, files that must exist, installed extras.
 
-A failed check raises `UserError` with one paragraph naming the bad value and what would work;
-`medexp.train.main` prints it and exits with status 2.
+The schema (medexp/config/schema.py) has already refused unknown keys and wrong types by the time these run.
+Every check is cheap (no torch, no network, no model) and raises `UserError` with one paragraph naming the bad
+value and what would work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import sys
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from medexp.config.errors import UserError, did_you_mean
+from medexp.config.stages import stage_configs
+from medexp.config.tree import missing_keys
+
 LOCAL_FILE_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+HELD_OUT_METRICS = ("loss", "perplexity")  # names the eval group's `metrics` list may hold
 
 
-class UserError(Exception):
-    """Bad input the user can fix. Its message is a complete paragraph; no traceback is shown."""
-
-
-def run_or_exit(command: Any, *args: Any) -> Any:
-    """Run a command's function; on UserError print its one paragraph and exit with status 2."""
-    try:
-        return command(*args)
-    except UserError as err:
-        print(f"medexp: error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-def assets_dir() -> str:
-    """Where the tiny model and sample data live inside the installed medexp package."""
-    return str(files("medexp") / "assets")
-
-
-def register_resolvers() -> None:
-    """`${medexp_assets:}` -> `assets_dir()`; `${medexp_mul:a,b}` -> a x b (e.g. lora.alpha as a multiple of r)."""
-    if not OmegaConf.has_resolver("medexp_assets"):
-        OmegaConf.register_new_resolver("medexp_assets", assets_dir)
-    if not OmegaConf.has_resolver("medexp_mul"):
-        OmegaConf.register_new_resolver("medexp_mul", lambda a, b: a * b)
-
-
-def _number(cfg: DictConfig, key: str) -> Any:
+def _positive(cfg: DictConfig, key: str, example: Any) -> Any:
     value = OmegaConf.select(cfg, key, throw_on_missing=False)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{key} must be a number, got {value!r}. Set it on the command line, e.g. {key}=…")
+    if value is None or value <= 0:
+        raise UserError(f"{key} must be positive, got {value!r}. For example: {key}={example}.")
     return value
 
 
-def _positive_int(cfg: DictConfig, key: str, example: int) -> int:
-    value = OmegaConf.select(cfg, key, throw_on_missing=False)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UserError(
-            f"{key} must be a positive whole number, got {value!r}. For example: {key}={example}."
-        )
-    return value
+def unknown_keys(node: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """(dotted key, the valid names there) for keys the schema does not know: keys added with `+group.key=...`
+    (Hydra lets `+` add to a typed node) or carried in an old run's config.yaml."""
+    found: list[tuple[str, list[str]]] = []
+    if not OmegaConf.is_dict(node):
+        return found
+    kind = OmegaConf.get_type(node)
+    fields = [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
+    for key in node:
+        if fields is not None and key not in fields:
+            found.append((f"{prefix}{key}", fields))
+        elif not OmegaConf.is_interpolation(node, key) and not OmegaConf.is_missing(node, key):
+            found += unknown_keys(node._get_node(key), f"{prefix}{key}.")
+    return found
 
 
 def looks_like_local_path(name_or_path: str) -> bool:
@@ -67,23 +52,21 @@ def looks_like_local_path(name_or_path: str) -> bool:
     )
 
 
-def missing_keys(cfg: DictConfig) -> list[str]:
-    """Dotted keys still set to `???`, found without resolving any interpolation."""
-    found: list[str] = []
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        elif node == "???":
-            found.append(prefix[:-1])
-
-    walk(OmegaConf.to_container(cfg, resolve=False), "")
-    return sorted(found)
-
-
 def validate(cfg: DictConfig) -> None:
     """Raise UserError on the first bad value. Cheap: no torch, no network, no model."""
+    for key, valid in unknown_keys(cfg):
+        name = key.rpartition(".")[2]
+        raise UserError(
+            f"Unknown config key {key!r}: {key.rpartition('.')[0] or 'the top level'} has no key {name!r}."
+            f"{did_you_mean(name, valid)} "
+            f"Valid keys there: {', '.join(valid)}."
+        )
+    for key in [f"mixture.{name}" for name in cfg.get("mixture") or {}]:
+        if OmegaConf.is_missing(OmegaConf.select(cfg, key), "system_prompt"):
+            raise UserError(
+                f"{key} is not a dataset config: add a source with a dataset option, e.g. +dataset@{key}=safety "
+                f"(then {key}.weight=2 sets its weight)."
+            )
     missing = missing_keys(cfg)
     if missing:
         raise UserError(
@@ -110,18 +93,19 @@ def validate(cfg: DictConfig) -> None:
 
 def _validate_eval(cfg: DictConfig) -> None:
     e = cfg.eval
-    unknown = [m for m in e.metrics if m not in ("loss", "perplexity")]
+    unknown = [m for m in e.metrics if m not in HELD_OUT_METRICS]
     if unknown:
-        raise UserError(f"eval.metrics has unknown names {unknown}. Known: loss, perplexity.")
-    _positive_int(cfg, "eval.generation.num_questions", 20)
-    _positive_int(cfg, "eval.generation.max_new_tokens", 128)
-    _positive_int(cfg, "eval.mc.limit", 200)
+        raise UserError(f"eval.metrics has unknown names {unknown}. Known: {', '.join(HELD_OUT_METRICS)}.")
+    _positive(cfg, "eval.generation.num_questions", 20)
+    _positive(cfg, "eval.generation.max_new_tokens", 128)
+    _positive(cfg, "eval.mc.limit", 200)
     for name in e.mc.sets or {}:
         _validate_dataset(cfg, f"eval.mc.sets.{name}")
-    if e.prompts_file is not None:
-        from medexp.evaluation.suites import load_prompts_file
-
-        load_prompts_file(e.prompts_file)  # read now: a bad line stops the run before training, not after
+    if e.prompts_file is not None and not Path(e.prompts_file).expanduser().is_file():
+        raise UserError(
+            f"eval.prompts_file={e.prompts_file!r} does not exist. Give a .txt file with one question per line, "
+            'or a .jsonl file with one {"prompt": ...} object per line.'
+        )
     judge = e.safety.judge
     if e.safety.enabled and judge.enabled and not (judge.base_url and judge.model):
         raise UserError(
@@ -157,18 +141,16 @@ def _validate_eval(cfg: DictConfig) -> None:
 
 
 def _validate_lora(cfg: DictConfig) -> None:
-    _positive_int(cfg, "lora.r", 16)
-    if _number(cfg, "lora.alpha") <= 0:
+    _positive(cfg, "lora.r", 16)
+    if cfg.lora.alpha <= 0:
         raise UserError(f"lora.alpha must be positive, got {cfg.lora.alpha}. 2 x lora.r is the usual start.")
-    if not 0 <= _number(cfg, "lora.dropout") < 1:
+    if not 0 <= cfg.lora.dropout < 1:
         raise UserError(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}. 0.05 is a common choice.")
     quant = cfg.lora.quantization
     if quant is None:
         return
     if quant.bits not in (4, 8):
         raise UserError(f"lora.quantization.bits must be 4 or 8, got {quant.bits!r}.")
-    if quant.quant_type not in ("nf4", "fp4"):
-        raise UserError(f"lora.quantization.quant_type must be nf4 or fp4, got {quant.quant_type!r}.")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(
             "lora=qlora needs bitsandbytes, which is not installed. Install the qlora extra with "
@@ -177,53 +159,18 @@ def _validate_lora(cfg: DictConfig) -> None:
         )
 
 
-def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """The stages a run trains, in order, each as a full config: `dataset` replaced by the stage's dataset and
-    `trainer` updated with the stage's `trainer` overrides. A run without `stages` is one stage named ""."""
-    stages = cfg.get("stages") or {}
-    if not stages:
-        return [("", cfg)]
-    if not OmegaConf.is_dict(stages):
-        raise UserError(f"stages must be a mapping of stage name -> {{dataset, trainer}}, got {stages!r}.")
-    out = []
-    for name, stage in stages.items():
-        if not OmegaConf.is_dict(stage) or not OmegaConf.is_dict(stage.get("dataset")):
-            raise UserError(
-                f"Stage {name!r} has no dataset. Give each stage one with +dataset@stages.{name}.dataset=<option> "
-                f"(for example +dataset@stages.{name}.dataset=pubmedqa), or in an experiment preset's defaults."
-            )
-        unknown = sorted(set(stage) - {"dataset", "trainer"})
-        if unknown:
-            raise UserError(
-                f"stages.{name} has unknown keys {unknown}. A stage holds `dataset` and optional `trainer` overrides."
-            )
-        overrides = stage.get("trainer") or {}
-        bad = sorted(set(overrides) - set(cfg.trainer))
-        if bad:
-            raise UserError(
-                f"stages.{name}.trainer sets {bad}, which are not trainer settings. "
-                f"Known: {', '.join(cfg.trainer)}."
-            )
-        stage_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-        stage_cfg.dataset = stage.dataset
-        stage_cfg.trainer = OmegaConf.merge(cfg.trainer, overrides)
-        stage_cfg.stages = {}
-        out.append((str(name), stage_cfg))
-    return out
-
-
 def _validate_trainer(cfg: DictConfig) -> None:
     t = cfg.trainer
-    if _number(cfg, "trainer.learning_rate") <= 0:
+    if t.learning_rate <= 0:
         raise UserError(
             f"trainer.learning_rate must be positive, got {t.learning_rate}. "
             "LoRA runs usually use 1e-4 to 3e-4, e.g. trainer.learning_rate=2e-4."
         )
-    if not 0 <= _number(cfg, "trainer.warmup_ratio") < 1:
+    if not 0 <= t.warmup_ratio < 1:
         raise UserError(f"trainer.warmup_ratio must be in [0, 1), got {t.warmup_ratio}.")
-    if _number(cfg, "trainer.weight_decay") < 0:
+    if t.weight_decay < 0:
         raise UserError(f"trainer.weight_decay must be >= 0, got {t.weight_decay}.")
-    if _number(cfg, "trainer.max_grad_norm") <= 0:
+    if t.max_grad_norm <= 0:
         raise UserError(f"trainer.max_grad_norm must be positive, got {t.max_grad_norm}.")
     for key, example in [
         ("batch_size", 8),
@@ -232,16 +179,20 @@ def _validate_trainer(cfg: DictConfig) -> None:
         ("eval_steps", 100),
         ("logging_steps", 10),
     ]:
-        _positive_int(cfg, f"trainer.{key}", example)
-    if _number(cfg, "trainer.max_steps") <= 0 and _number(cfg, "trainer.epochs") <= 0:
+        _positive(cfg, f"trainer.{key}", example)
+    if t.max_steps <= 0 and t.epochs <= 0:
         raise UserError(
             f"trainer.epochs must be positive when trainer.max_steps is not set, got {t.epochs}. "
             "For example trainer.epochs=3, or trainer.max_steps=500."
         )
+    if t.max_steps > 0 and t.eval_steps > t.max_steps:
+        raise UserError(
+            f"trainer.eval_steps={t.eval_steps} is more than trainer.max_steps={t.max_steps}, so the run would "
+            "never evaluate: no eval_loss, no best checkpoint, nothing for a sweep to compare. Set "
+            f"trainer.eval_steps to at most {t.max_steps}, e.g. trainer.eval_steps={max(1, t.max_steps // 4)}."
+        )
     if t.early_stopping_patience is not None:
-        _positive_int(cfg, "trainer.early_stopping_patience", 3)
-    if t.precision not in PRECISIONS:
-        raise UserError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}.")
+        _positive(cfg, "trainer.early_stopping_patience", 3)
     if t.padding_free not in ("auto", True, False):
         raise UserError(f"trainer.padding_free must be auto, true or false, got {t.padding_free!r}.")
 
@@ -249,40 +200,27 @@ def _validate_trainer(cfg: DictConfig) -> None:
 def _validate_dataset(cfg: DictConfig, key: str = "dataset") -> None:
     """Check one dataset node: `dataset`, `stages.<name>.dataset` or a `mixture.<name>` component."""
     d = OmegaConf.select(cfg, key)
-    if not OmegaConf.is_dict(d) or "system_prompt" not in d:
-        raise UserError(
-            f"{key} is not a dataset config (got {d!r}). Pick an option of conf/dataset for it, "
-            f"e.g. +dataset@{key}=safety."
-        )
-    weight = _number(cfg, f"{key}.weight")
+    weight = d.weight
     if weight <= 0:
         raise UserError(
             f"{key}.weight must be positive, got {weight}: the copies of each training row this source adds "
             "(0.5 = a seeded half of its rows, 2 = every row twice)."
         )
     threshold = d.near_dup.threshold
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1
-    ):
+    if threshold is not None and not 0 < threshold < 1:
         raise UserError(
             f"{key}.near_dup.threshold must be a Jaccard similarity strictly between 0 and 1, or null to turn near-duplicate "
             f"removal off; got {threshold!r}. 0.9 drops pairs that differ by a few words."
         )
-    _positive_int(cfg, f"{key}.near_dup.num_perm", 128)
-    if not 0 < _number(cfg, f"{key}.val_fraction") < 1:
+    _positive(cfg, f"{key}.near_dup.num_perm", 128)
+    if not 0 < d.val_fraction < 1:
         raise UserError(
             f"{key}.val_fraction must be strictly between 0 and 1, got {d.val_fraction}. "
             f"It is the share of pairs held out for validation, e.g. {key}.val_fraction=0.05."
         )
-    _positive_int(cfg, f"{key}.max_tokens", 1024)
-    if d.kind not in ("qa", "multiple_choice"):
-        raise UserError(f"{key}.kind must be qa or multiple_choice, got {d.kind!r}.")
-    if not isinstance(d.dedup, bool):
-        raise UserError(f"{key}.dedup must be true or false, got {d.dedup!r}.")
+    _positive(cfg, f"{key}.max_tokens", 1024)
     columns = d.option_columns
-    if columns is not None and (
-        not OmegaConf.is_list(columns) or not columns or not all(isinstance(c, str) for c in columns)
-    ):
+    if columns is not None and not columns:
         raise UserError(
             f"{key}.option_columns must be a list of column names, one per option, got {columns!r}. "
             f"For example: {key}.option_columns=[opa,opb,opc,opd]."
@@ -293,7 +231,7 @@ def _validate_dataset(cfg: DictConfig, key: str = "dataset") -> None:
             "the correct option (null when the answer is a letter or the option's text)."
         )
     if d.limit is not None:
-        _positive_int(cfg, f"{key}.limit", 1000)
+        _positive(cfg, f"{key}.limit", 1000)
     if not d.system_prompt or not str(d.system_prompt).strip():
         raise UserError(f"{key}.system_prompt is empty. Every training pair is formatted with it; set one.")
     if d.path is None:

@@ -3,6 +3,7 @@ and chat template applied to every conversation, tokens streamed as they are gen
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,18 +97,50 @@ class Assistant:
 
 def load_assistant(cfg: DictConfig) -> Assistant:
     """Resolve `cfg.source` and load base + adapter on the best available device."""
+    from medexp.config import stage_configs
+    from medexp.training.source import load_trained, resolve_source
+
+    trained = resolve_source(
+        cfg, Path(cfg.paths.output_dir) / "source"
+    )  # before torch: a bad source fails fast
+
     import torch
 
-    from medexp.config import stage_configs
-    from medexp.modeling import resolve_precision
-    from medexp.source import absolute_uri, load_trained, resolve
+    from medexp.training.model import resolve_precision
 
-    trained = resolve(
-        str(cfg.source), absolute_uri(str(cfg.tracking.uri)), Path(cfg.paths.output_dir) / "source"
-    )
     model, tokenizer = load_trained(trained, resolve_precision(str(cfg.precision)))
     if torch.cuda.is_available() and trained.config.lora.quantization is None:
         model = model.to("cuda")
     system_prompt = str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
     name = cfg.get("model_name") or f"medexp-{trained.run_id or trained.adapter_dir.parent.name}"
     return Assistant(model, tokenizer, system_prompt, str(name))
+
+
+def chat_loop(assistant, sampling, read=input, write=sys.stdout.write) -> int:
+    """Read a question, stream the answer, keep the history; returns the number of answers given."""
+    history: list[dict[str, str]] = []
+    answers = 0
+    while True:
+        try:
+            question = read("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            write("\n")
+            return answers
+        if question in ("/exit", "/quit"):
+            return answers
+        if question == "/reset":
+            history = []
+            write("(conversation cleared)\n")
+            continue
+        if not question:
+            continue
+        history.append({"role": "user", "content": question})
+        write("model> ")
+        pieces = []
+        for piece in assistant.stream(history, sampling):
+            pieces.append(piece)
+            write(piece)
+            sys.stdout.flush()
+        write("\n")
+        history.append({"role": "assistant", "content": "".join(pieces).strip()})
+        answers += 1

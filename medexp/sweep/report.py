@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
-from medexp.sweeping import ERROR_ATTR, OVERRIDES_ATTR, PARENT_RUN_ATTR, RUN_ID_ATTR, SURPLUS_ATTR
+from medexp.sweep.trial import ERROR_ATTR, OVERRIDES_ATTR, PARENT_RUN_ATTR, RUN_ID_ATTR, SURPLUS_ATTR
 from medexp.tracking import clean_tags, mlflow_client
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,9 @@
-"""Held-out loss metrics on the validation split."""
+"""Held-out loss and perplexity on the validation split, computed with the run's trainer."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-
-METRICS = ("loss", "perplexity")  # names the eval group's `metrics` list may hold
 
 
 def perplexity(loss: float) -> float:

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from transformers import TrainerCallback
+from omegaconf import DictConfig
 
-from medexp.dblock import setup_lock
+from medexp.config import leaves
+from medexp.tracking.client import mlflow_client
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,7 @@ MAX_TAG_LENGTH = 5000
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as dotted keys (`lora.r`, `trainer.learning_rate`, ...) -> string values."""
-    out: dict[str, str] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            out[prefix[:-1]] = str(node)[:MAX_PARAM_LENGTH]
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
+    return {key: str(value)[:MAX_PARAM_LENGTH] for key, value in leaves(cfg, resolve=True)}
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
@@ -112,31 +102,6 @@ class MlflowTracker(Tracker):
             self.client.log_inputs(self.run_id, datasets=inputs)
 
 
-def _is_local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def _experiment_id(client: Any, tracking_cfg: DictConfig, uri: str) -> str:
-    experiment = client.get_experiment_by_name(str(tracking_cfg.experiment))
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if tracking_cfg.artifact_location and _is_local_store(uri):
-        location = Path(str(tracking_cfg.artifact_location)).resolve().as_uri()
-    return client.create_experiment(str(tracking_cfg.experiment), artifact_location=location)
-
-
-def mlflow_client(tracking_cfg: DictConfig) -> tuple[Any, str]:
-    """A client for `tracking.uri` (its SQLite folder created) and the id of `tracking.experiment`."""
-    from mlflow.tracking import MlflowClient
-
-    uri = str(tracking_cfg.uri)
-    # Parallel workers: one creates (and migrates) the SQLite store and the experiment, the rest find them.
-    with setup_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        return client, _experiment_id(client, tracking_cfg, uri)
-
-
 def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
     return {k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items() if v is not None}
 
@@ -174,43 +139,3 @@ def start_run(
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-
-
-class MetricsCallback(TrainerCallback):
-    """Streams the Trainer's logs into a Tracker under stable names.
-
-    `loss` becomes `train_loss`; `learning_rate`, `grad_norm` and every `eval_*` keep their names; between two
-    training logs, `throughput_tokens_per_s` is the non-padding tokens seen divided by the wall time. The
-    end-of-training summary is logged with a `train/` prefix (`train/runtime`, `train/mean_loss`, ...).
-    """
-
-    def __init__(self, tracker: Tracker) -> None:
-        self.tracker = tracker
-        self._last: tuple[float, int] | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._last = (time.perf_counter(), state.num_input_tokens_seen)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        numeric = {
-            k: v for k, v in (logs or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        if "train_loss" in numeric:  # the summary logged once at the end of train()
-            metrics = {
-                "train/mean_loss" if k == "train_loss" else "train/" + k.removeprefix("train_"): v
-                for k, v in numeric.items()
-            }
-        elif "loss" in numeric:  # a training step; train_* keys there are cumulative speed figures, left out
-            metrics = {
-                "train_loss" if k == "loss" else k: v
-                for k, v in numeric.items()
-                if not k.startswith("train_")
-            }
-            now, tokens = time.perf_counter(), state.num_input_tokens_seen
-            if self._last is not None and now > self._last[0] and tokens > self._last[1]:
-                metrics["throughput_tokens_per_s"] = (tokens - self._last[1]) / (now - self._last[0])
-            self._last = (now, tokens)
-        else:  # an evaluation: eval_loss and TRL's eval_* extras
-            metrics = numeric
-        if metrics:
-            self.tracker.log_metrics(metrics, state.global_step)

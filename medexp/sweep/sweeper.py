@@ -3,14 +3,17 @@
 Each job gets `optuna.storage/study_name/trial` overrides, so the trial reports eval_loss to the study and
 is pruned from wherever it runs. `n_trials` is the study's total: a resumed or parallel sweep runs only
 what is left. A failing trial is recorded FAIL and the sweep goes on, up to `max_failure_rate`.
+
+Its options are `medexp.sweep.schema.MedexpOptunaSweeperConf`. Hydra instantiates it through the subclass in
+hydra_plugins/medexp_optuna_sweeper/plugin.py: Hydra 1.3 accepts plugin classes only from `hydra_plugins`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,9 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.medexp_optuna_sweeper.search_space import search_space
-from hydra_plugins.medexp_optuna_sweeper.workers import Heartbeat, is_alive, worker_id
+from medexp.config import exit_with
+from medexp.sweep.search_space import search_space
+from medexp.sweep.workers import Heartbeat, is_alive, worker_id
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +36,25 @@ def _quote(value: Any) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _plain(value: Any) -> Any:
+    """An Enum option (schema.Direction, ...) as its plain string, for Optuna, MLflow and the study's attributes."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _plain_dict(node: Any) -> dict[str, Any]:
+    """A config node (DictConfig, dataclass, dict or None) as plain data: Enums become their names (= values)."""
+    if node is None:
+        return {}
+    config = node if OmegaConf.is_config(node) else OmegaConf.create(node)
+    return OmegaConf.to_container(config, resolve=True, enum_to_str=True)
+
+
 class MedexpOptunaSweeper(Sweeper):
     def __init__(
         self,
         study_name: str,
         storage: str | None,
-        direction: str,
+        direction: Any,
         n_trials: int,
         n_jobs: int,
         max_failure_rate: float,
@@ -45,18 +62,16 @@ class MedexpOptunaSweeper(Sweeper):
         pruner: Any,
         params: Any,
     ) -> None:
+        # The arguments are the fields of schema.MedexpOptunaSweeperConf, as Hydra instantiates them (Enum
+        # options arrive as Enum members, nested nodes as DictConfigs); kept here as plain strings and dicts.
         self.study_name = study_name
         self.storage = storage
-        self.direction = direction
+        self.direction = _plain(direction)
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.sampler = sampler
-        self.pruner = (
-            OmegaConf.to_container(pruner, resolve=True)
-            if OmegaConf.is_config(pruner)
-            else dict(pruner or {})
-        )
+        self.pruner = _plain_dict(pruner)
         self.params = OmegaConf.to_container(params) if OmegaConf.is_config(params) else dict(params or {})
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -71,7 +86,7 @@ class MedexpOptunaSweeper(Sweeper):
     def _open_study(self):
         import optuna
 
-        from medexp.sweeping import PRUNER_ATTR, make_pruner, open_storage
+        from medexp.sweep.trial import PRUNER_ATTR, make_pruner, open_storage
 
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         url = self.storage or f"sqlite:///{self.sweep_dir.resolve()}/optuna.db"
@@ -93,7 +108,7 @@ class MedexpOptunaSweeper(Sweeper):
         """Running trials whose sweeper died (this host: its pid is gone; elsewhere: no heartbeat) stop counting."""
         import optuna
 
-        from medexp.sweeping import WORKER_ATTR
+        from medexp.sweep.trial import WORKER_ATTR
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -111,7 +126,7 @@ class MedexpOptunaSweeper(Sweeper):
     @staticmethod
     def _budget_used(trials: Sequence[Any]) -> int:
         """Trials that count toward n_trials: finished ones, failures with an error, and running ones."""
-        from medexp.sweeping import ERROR_ATTR, SURPLUS_ATTR
+        from medexp.sweep.trial import ERROR_ATTR, SURPLUS_ATTR
 
         return sum(
             1
@@ -124,7 +139,7 @@ class MedexpOptunaSweeper(Sweeper):
     # --- the sweep ---------------------------------------------------------------------------------------
     def options_error(self) -> str | None:
         """What is wrong with the sweeper's own options, in one sentence; None when they are sound."""
-        from medexp.sweeping import PRUNERS
+        from medexp.sweep.trial import PRUNERS
 
         if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int) or self.n_trials < 1:
             return f"hydra.sweeper.n_trials must be a positive whole number, got {self.n_trials!r}."
@@ -142,7 +157,7 @@ class MedexpOptunaSweeper(Sweeper):
         return None
 
     def sweep(self, arguments: list[str]) -> Any:
-        from medexp.study_report import StudyRun, best_trial_summary, mask_password
+        from medexp.sweep.report import StudyRun, best_trial_summary, mask_password
 
         try:
             space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
@@ -150,8 +165,7 @@ class MedexpOptunaSweeper(Sweeper):
         except (ValueError, HydraException) as err:
             error = f"the search space cannot be sampled: {err}. Use choice(...), interval(...), range(...) or tag(log, interval(...))."
         if error is not None:
-            print(f"medexp: error: {error}", file=sys.stderr)
-            sys.exit(2)
+            exit_with(error)
 
         study, url, created = self._open_study()
         self._mark_interrupted(study)
@@ -183,15 +197,14 @@ class MedexpOptunaSweeper(Sweeper):
             parent.finish(study, self.sweep_dir, metric, failed=stopped is not None)
         self._print_best(best, metric, parent)
         if stopped is not None:
-            print(f"medexp: error: {stopped}", file=sys.stderr)
-            sys.exit(3)
+            exit_with(stopped, status=3)  # the sweep ran and failed too often: not a config mistake
         return best
 
     def _run_trials(self, study, url: str, space, fixed, parent) -> str | None:
         """Run batches until the study's budget is used; the reason if too many trials failed, else None."""
         import optuna
 
-        from medexp.sweeping import ERROR_ATTR, OVERRIDES_ATTR, SURPLUS_ATTR, WORKER_ATTR
+        from medexp.sweep.trial import ERROR_ATTR, OVERRIDES_ATTR, SURPLUS_ATTR, WORKER_ATTR
 
         max_failures = self.max_failure_rate * self.n_trials
         while True:
@@ -249,7 +262,7 @@ class MedexpOptunaSweeper(Sweeper):
         import optuna
         from hydra.core.utils import JobStatus
 
-        from medexp.sweeping import ERROR_ATTR, is_finite
+        from medexp.sweep.trial import ERROR_ATTR, is_finite
 
         if ret.status == JobStatus.COMPLETED and is_finite(ret.return_value):
             study.tell(trial, float(ret.return_value))

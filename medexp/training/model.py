@@ -66,7 +66,7 @@ def resolve_precision(precision: str) -> str:
             "trainer.precision=fp16 needs a CUDA GPU and none is available. Use trainer.precision=auto "
             "(fp32 on CPU) or trainer.precision=bf16."
         )
-    return precision
+    return str(precision)
 
 
 def _dtype(model_cfg: DictConfig, precision: str) -> torch.dtype:
@@ -81,6 +81,13 @@ def _quantization_config(quant: DictConfig):
     import torch
     from transformers import BitsAndBytesConfig
 
+    from medexp.console import drop_log_messages
+
+    # bitsandbytes logs this at import on CPUs with AVX512-BF16 when the optional `kernels` hub package (or
+    # the network) is missing; it falls back to its own CPU kernel, so there is nothing to act on.
+    drop_log_messages(
+        "bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"
+    )
     if not torch.cuda.is_available():
         warnings.warn(
             "lora=qlora without a CUDA GPU: bitsandbytes runs 4-bit layers on the CPU (AVX2), which works but "
@@ -101,13 +108,19 @@ def load_base_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str)
     """The base model as the run trains it: in the run's dtype, quantized to 4 bits with lora=qlora."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": _dtype(model_cfg, precision), "attn_implementation": model_cfg.attn_implementation}
+    from medexp.console import library_bars_off
+
+    kwargs = {
+        "dtype": _dtype(model_cfg, precision),
+        "attn_implementation": str(model_cfg.attn_implementation),
+    }
     if lora_cfg.quantization is not None:
         kwargs["quantization_config"] = _quantization_config(lora_cfg.quantization)
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            str(model_cfg.name_or_path), **_hub_kwargs(model_cfg), **kwargs
-        )
+        with library_bars_off():  # transformers' "Loading weights" bar: a second or two, then gone
+            return AutoModelForCausalLM.from_pretrained(
+                str(model_cfg.name_or_path), **_hub_kwargs(model_cfg), **kwargs
+            )
     except (OSError, ValueError, ImportError) as err:
         raise _load_error(model_cfg, err) from None
 
@@ -116,6 +129,16 @@ def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, grad
     """The base model with fresh LoRA adapters; only the adapters are trainable."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from medexp.console import verbose
+
+    if not verbose():
+        # peft still calls transformers' deprecated `is_gradient_checkpointing`; only a peft release can fix it.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`is_gradient_checkpointing` is deprecated",
+            category=FutureWarning,
+            module=r"transformers\.modeling_utils",
+        )
     model = load_base_model(model_cfg, lora_cfg, precision)
     if lora_cfg.quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)

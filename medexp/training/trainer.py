@@ -23,7 +23,7 @@ def use_padding_free(trainer_cfg: DictConfig, model_cfg: DictConfig) -> bool:
     if trainer_cfg.padding_free and not flash:
         raise UserError(
             f"trainer.padding_free=true needs model.attn_implementation=flash_attention_2 (or _3), but it is "
-            f"{model_cfg.attn_implementation!r}. Install flash-attn on a GPU machine and set "
+            f"{str(model_cfg.attn_implementation)!r}. Install flash-attn on a GPU machine and set "
             "model.attn_implementation=flash_attention_2, or use trainer.padding_free=auto."
         )
     return bool(trainer_cfg.padding_free)
@@ -33,8 +33,10 @@ def build_trainer(
     cfg: DictConfig, model, tokenizer, data: PreparedData, output_dir: Path, precision: str, callbacks
 ):
     import torch
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
+
+    from medexp.console import library_bars_off
 
     t = cfg.trainer
     padding_free = use_padding_free(t, cfg.model)
@@ -73,17 +75,23 @@ def build_trainer(
         prediction_loss_only=True,  # evaluation needs the loss only, not the logits
         include_num_input_tokens_seen="non_padding",
         report_to="none",  # medexp's own MetricsCallback logs to MLflow
+        disable_tqdm=True,  # no nested train/eval bars: medexp.training.progress draws the one training bar
         max_length=None,  # pairs over dataset.max_tokens were already dropped, never truncated
         padding_free=padding_free,
         completion_only_loss=True,  # loss on the answer tokens (completion_mask) only
     )
     if t.early_stopping_patience is not None:
         callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
-    return SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.validation,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    # TRL's "Building labels for train dataset" map over the already tokenized splits is a bar of no interest.
+    with library_bars_off():
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.validation,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    # With disable_tqdm the Trainer prints every log as a raw dict instead; MetricsCallback still gets them all.
+    trainer.remove_callback(PrinterCallback)
+    return trainer

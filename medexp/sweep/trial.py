@@ -1,4 +1,4 @@
-"""Optuna pieces shared by the sweeper (hydra_plugins/medexp_optuna_sweeper) and the trials it launches.
+"""The trial's side of a sweep, in the training process, and the Optuna pieces the sweeper shares with it.
 
 A trial learns which study and trial it is from the `optuna` config node (set by the sweeper as overrides),
 reconnects to the study's storage from whatever process or machine runs it, reports eval_loss at every
@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from medexp.dblock import setup_lock
+from medexp.tracking.dblock import setup_lock
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ OVERRIDES_ATTR = "medexp.overrides"  # trial: the overrides it ran with
 WORKER_ATTR = "medexp.worker"  # trial: host:pid of the sweeper process that runs it
 SURPLUS_ATTR = "medexp.surplus"  # trial: asked beyond n_trials by a racing worker, never run
 
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "none")  # the values of medexp.sweep.schema.PrunerName
 
 
 def open_storage(url: str, heartbeat: bool = False):
@@ -45,11 +45,14 @@ def open_storage(url: str, heartbeat: bool = False):
 
 
 def make_pruner(spec: dict[str, Any]):
-    """`{"name": "median" | "hyperband" | "none", "<name>": {its kwargs}, ...}` -> that Optuna pruner."""
+    """`{"name": "median" | "hyperband" | "none", "<name>": {its kwargs}, ...}` -> that Optuna pruner.
+
+    `spec` is `hydra.sweeper.pruner` as plain data (schema.PrunerConf); a null option means Optuna's default.
+    """
     import optuna
 
-    name = spec.get("name", "none")
-    kwargs = dict(spec.get(name) or {})
+    name = str(spec.get("name", "none"))
+    kwargs = {k: v for k, v in (spec.get(name) or {}).items() if v is not None}
     if name == "median":
         return optuna.pruners.MedianPruner(**kwargs)
     if name == "hyperband":

@@ -1,0 +1,30 @@
+"""medexp's configuration: the typed schema, the checks types cannot express, stage expansion, resolvers,
+and the one exit path for bad input. Imports nothing else of medexp, and nothing heavy."""
+
+from medexp.config.checks import HELD_OUT_METRICS, LOCAL_FILE_SUFFIXES, looks_like_local_path, validate
+from medexp.config.errors import UserError, command, describe_config_error, exit_with
+from medexp.config.resolvers import assets_dir, register_resolvers
+from medexp.config.runtime import in_multirun, task_overrides
+from medexp.config.schema import TrainConfig, register_configs
+from medexp.config.stages import stage_configs
+from medexp.config.tree import leaves, missing_keys
+
+__all__ = [
+    "HELD_OUT_METRICS",
+    "LOCAL_FILE_SUFFIXES",
+    "TrainConfig",
+    "UserError",
+    "assets_dir",
+    "command",
+    "describe_config_error",
+    "exit_with",
+    "in_multirun",
+    "leaves",
+    "looks_like_local_path",
+    "missing_keys",
+    "register_configs",
+    "register_resolvers",
+    "stage_configs",
+    "task_overrides",
+    "validate",
+]

@@ -1,0 +1,60 @@
+"""The closed sets of values config keys take, as enums: OmegaConf 2.3 checks an Enum field (it has no `Literal`).
+Each is a `str`, so it compares equal to, and prints as, its name."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Choice(str, Enum):
+    """A closed set of names; compares equal to and prints as its name, as a plain string would."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Precision(Choice):
+    auto = "auto"  # bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class AttnImplementation(Choice):
+    sdpa = "sdpa"  # PyTorch's scaled_dot_product_attention: everywhere, no extra package
+    eager = "eager"  # plain matmuls: slow, for debugging
+    flash_attention_2 = "flash_attention_2"  # CUDA + flash-attn package
+    flash_attention_3 = "flash_attention_3"  # Hopper GPUs + flash-attn 3
+    flex_attention = "flex_attention"  # torch's compiled flex attention
+
+
+class ModelDtype(Choice):
+    auto = "auto"  # follow the trainer's precision: bf16/fp16 on GPUs, fp32 on CPUs
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class DatasetKind(Choice):
+    qa = "qa"  # question -> answer pairs
+    multiple_choice = "multiple_choice"  # question + options -> the correct option
+
+
+class LoraBias(Choice):
+    none = "none"
+    all = "all"
+    lora_only = "lora_only"
+
+
+class QuantType(Choice):
+    nf4 = "nf4"  # NormalFloat4, the QLoRA paper's type
+    fp4 = "fp4"
+
+
+class ComputeDtype(Choice):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"

@@ -1,0 +1,216 @@
+"""Exporting a trained model (`python -m medexp.export`): the adapter, optionally one merged checkpoint, a model card; optionally register it
+in the MLflow Model Registry and push it to the Hugging Face Hub.
+
+    python -m medexp.export source=<run id | run dir | models:/name/version> output_dir=exports/medquad-lora \\
+        [merge=true] [register=true registered_name=medquad-lora] [push_to_hub=true hub_repo=user/medquad-lora]
+
+The flow: resolve the source -> copy the adapter -> (merge: base + adapter -> one safetensors checkpoint with
+tokenizer and generation config) -> model card README.md from the run's config and metrics -> (register: a
+model version of the run's adapter) -> (push: upload the folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from medexp.config import UserError
+
+log = logging.getLogger("medexp.export")
+
+
+def run_metrics(trained: Any) -> dict[str, float]:
+    """The source run's final metrics from MLflow, or {} when the run was not tracked."""
+    if trained.run_id is None or trained.tracking_uri is None:
+        return {}
+    from medexp.tracking.client import client_for
+
+    return dict(client_for(trained.tracking_uri).get_run(trained.run_id).data.metrics)
+
+
+def merge(trained: Any, out: Path) -> Path:
+    """base + adapter folded into one full-precision checkpoint (safetensors), with tokenizer and generation
+    config. A QLoRA run's base is reloaded unquantized: LoRA deltas cannot be folded into 4-bit weights."""
+    from omegaconf import open_dict
+
+    from medexp.training.model import resolve_precision
+    from medexp.training.source import load_trained
+
+    with open_dict(trained.config):
+        trained.config.lora.quantization = None
+    precision = "fp32" if resolve_precision("auto") == "fp32" else "bf16"
+    model, tokenizer = load_trained(trained, precision)
+    merged = model.merge_and_unload()
+    target = out / "merged"
+    merged.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    if merged.generation_config is not None:
+        merged.generation_config.save_pretrained(target)
+    return target
+
+
+def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_id: str | None) -> str:
+    """README.md: base model, data, hyperparameters, metrics, safety results, intended use and license."""
+    from medexp.config import stage_configs
+
+    datasets = [s.dataset for _, s in stage_configs(config)] + list((config.get("mixture") or {}).values())
+    lora, trainer = config.lora, config.trainer
+    data_lines = [
+        f"- `{d.path or d.name}`" + (f" (subset `{d.subset}`)" if d.get("subset") else "")
+        + f": license {d.get('license') or 'not stated'}" + (f", weight {d.weight:g}" if len(datasets) > 1 else "")
+        for d in datasets
+    ]  # fmt: skip
+    from medexp.evaluation.report import markdown_rows, metric_table
+
+    table = metric_table({k: v for k, v in metrics.items() if "safety" not in k})
+    safety = metric_table({k: v for k, v in metrics.items() if "safety" in k})
+    licenses = sorted(
+        {str(config.model.get("license") or "unknown")}
+        | {str(d.get("license") or "unknown") for d in datasets}
+    )
+    lines = [
+        "---",
+        f"base_model: {config.model.name_or_path}",
+        f"license: {config.model.get('license') or 'other'}",
+        "library_name: " + ("transformers" if merged else "peft"),
+        "tags: [medexp, lora, medical, question-answering]",
+        "---",
+        "",
+        f"# {Path(str(config.model.name_or_path)).name} + LoRA, fine-tuned with medexp",
+        "",
+        "## Intended use",
+        "",
+        "Research and education on medical question answering. **Not for clinical decisions**: answers can be "
+        "wrong or out of date, and the model is not a medical device. Anyone with a health problem should see a "
+        "qualified clinician; in an emergency, call the local emergency number.",
+        "",
+        "## Base model",
+        "",
+        f"`{config.model.name_or_path}`" + (f" (revision `{config.model.revision}`)" if config.model.get("revision") else ""),
+        "",
+        "## Data",
+        "",
+        *data_lines,
+        "",
+        "System prompt used in training (apply the same at inference):",
+        "",
+        "> " + str(config.dataset.system_prompt).strip(),
+        "",
+        "## Hyperparameters",
+        "",
+        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target modules {OmegaConf.to_container(lora.target_modules) if OmegaConf.is_list(lora.target_modules) else lora.target_modules}"
+        + (f", {lora.quantization.bits}-bit {lora.quantization.quant_type} base (QLoRA)" if lora.quantization else ""),
+        f"- learning rate {trainer.learning_rate} ({trainer.lr_scheduler}), "
+        + (f"max_steps {trainer.max_steps}" if trainer.max_steps > 0 else f"epochs {trainer.epochs}")
+        + f", batch {trainer.batch_size} x {trainer.gradient_accumulation_steps} accumulation, seed {config.seed}",
+        "",
+        "## Metrics",
+        "",
+    ]  # fmt: skip
+    header = ["| metric | base model | fine-tuned | change |", "|---|---|---|---|"]
+    if "eval_loss" in metrics:
+        lines += [f"Best validation loss during training (answer tokens): {metrics['eval_loss']:.4g}.", ""]
+    if table:
+        lines += header + markdown_rows(table)
+    elif "eval_loss" not in metrics:
+        lines.append("No metrics were recorded for this run.")
+    lines += ["", "## Safety probes", ""]
+    if safety:
+        lines += header + markdown_rows(safety)
+    else:
+        lines.append("Not evaluated. Run `python -m medexp.evaluate source=... eval=safety` before sharing.")
+    lines += [
+        "",
+        "## License",
+        "",
+        f"Weights: the base model's license ({config.model.get('license') or 'see its model card'}). Training "
+        f"data licenses: {', '.join(licenses)}. Check each before redistributing.",
+        "",
+        "## Provenance",
+        "",
+        f"MLflow run `{run_id}`." if run_id else "Not tracked in MLflow.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def register(trained: Any, name: str, metrics: dict[str, float]) -> Any:
+    """A new version of registered model `name` from the run's adapter artifact, tagged with its base model."""
+    from mlflow.exceptions import MlflowException
+
+    from medexp.tracking.client import client_for
+
+    if trained.run_id is None or trained.tracking_uri is None:
+        raise UserError(
+            "register=true needs a tracked run: this source has no MLflow run (trained with tracking=none?). "
+            "Give the run id, or an output directory whose run.json names one."
+        )
+    client = client_for(trained.tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="LoRA adapters trained with medexp")
+    run = client.get_run(trained.run_id)
+    tags = {
+        "medexp.base_model": str(trained.config.model.name_or_path),
+        "medexp.dataset_fingerprint": run.data.tags.get("medexp.dataset_fingerprint", ""),
+        "medexp.kind": "peft-lora-adapter",
+    }
+    tags |= {
+        k: f"{v:.6g}"
+        for k, v in metrics.items()
+        if k in ("eval/loss", "eval/rouge_l", "eval/safety_pass_rate")
+    }
+    source = f"{run.info.artifact_uri.rstrip('/')}/adapter"
+    return client.create_model_version(
+        name, source, run_id=trained.run_id, tags=tags,
+        description=f"Adapter for {trained.config.model.name_or_path}",
+    )  # fmt: skip
+
+
+def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
+    """Upload the export folder to a Hugging Face Hub model repository (created if missing)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), commit_message="Upload from medexp.export"
+    )
+    return str(getattr(info, "commit_url", info))
+
+
+def export(cfg: DictConfig) -> Path:
+    from medexp.training.source import resolve_source
+
+    if OmegaConf.is_missing(cfg, "output_dir"):
+        raise UserError("output_dir is required: where adapter/, the model card and merged/ go.")
+    if cfg.register and not cfg.registered_name:
+        raise UserError(
+            "register=true needs registered_name=<name>, the registered model to add a version to."
+        )
+    if cfg.push_to_hub and not cfg.hub_repo:
+        raise UserError(
+            "push_to_hub=true needs hub_repo=<user or org>/<name>, the Hub repository to upload to."
+        )
+    out = Path(str(cfg.output_dir)).expanduser()
+    trained = resolve_source(cfg, out / ".source")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(trained.adapter_dir, out / "adapter", dirs_exist_ok=True)
+    OmegaConf.save(trained.config, out / "config.yaml")
+    if cfg.merge:
+        log.info("merged checkpoint in %s", merge(trained, out))
+    metrics = run_metrics(trained)
+    (out / "README.md").write_text(model_card(trained.config, metrics, bool(cfg.merge), trained.run_id))
+    shutil.rmtree(out / ".source", ignore_errors=True)
+    if cfg.register:
+        version = register(trained, str(cfg.registered_name), metrics)
+        log.info("registered models:/%s/%s", cfg.registered_name, version.version)
+    if cfg.push_to_hub:
+        log.info("pushed to %s", push_to_hub(out, str(cfg.hub_repo), bool(cfg.hub_private)))
+    log.info("exported to %s", out)
+    return out
