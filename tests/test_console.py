@@ -50,7 +50,9 @@ def test_one_training_bar_and_one_evaluation_bar(smoke):
     )
     assert any(u.startswith("train (evaluating):") for u in train)  # evaluations inside training say so
     evaluation = [u for u in updates if re.match(r"eval( \S+)?:", u)]
-    assert evaluation and "16/16" in evaluation[-1]  # 8 questions, answered by the adapted and the base model
+    # 8 questions answered in batches by the adapted and the base model, and 4 asked again one at a time by each
+    # model for the per-request latency (eval.generation.latency_samples)
+    assert evaluation and "24/24" in evaluation[-1]
     assert not [
         u for u in updates if re.search(r"\d+%\|", u) and u not in train + evaluation
     ]  # no other bars

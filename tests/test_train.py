@@ -72,6 +72,16 @@ def test_metrics_at_each_step(smoke):
     assert metrics["data/rows_in"] == 360 and metrics["data/rows_kept"] == 360
 
 
+def test_the_runs_cost_is_logged(smoke):
+    """Wall time, non-padding tokens/s, padding fraction, peak memory and effective batch of the training."""
+    *_, runs = smoke
+    m = runs[0].data.metrics
+    assert m["train/wall_time_s"] > 0 and m["train/tokens_per_s"] > 0 and m["train/peak_memory_mb"] > 100
+    assert m["train/effective_batch_size"] == 16  # the smoke preset: batch 16 x 1 accumulation x 1 process
+    # length-grouped batches (trainer.batching=auto on a CPU) leave little padding; 0 would mean nothing counted
+    assert 0 < m["train/padding_fraction"] < 0.15
+
+
 def test_eval_loss_fell_at_least_ten_percent(smoke):
     _, result, client, runs = smoke
     m = result.metrics

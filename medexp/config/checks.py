@@ -97,6 +97,13 @@ def _validate_eval(cfg: DictConfig) -> None:
     if unknown:
         raise UserError(f"eval.metrics has unknown names {unknown}. Known: {', '.join(HELD_OUT_METRICS)}.")
     _positive(cfg, "eval.generation.num_questions", 20)
+    _positive(cfg, "eval.generation.batch_size", 16)
+    if e.generation.latency_samples < 0:
+        raise UserError(
+            f"eval.generation.latency_samples must be >= 0, got {e.generation.latency_samples}: the questions "
+            "asked again one at a time for the latency figures (0 = none). For example: "
+            "eval.generation.latency_samples=4."
+        )
     _positive(cfg, "eval.generation.max_new_tokens", 128)
     _positive(cfg, "eval.mc.limit", 200)
     for name in e.mc.sets or {}:
@@ -193,8 +200,6 @@ def _validate_trainer(cfg: DictConfig) -> None:
         )
     if t.early_stopping_patience is not None:
         _positive(cfg, "trainer.early_stopping_patience", 3)
-    if t.padding_free not in ("auto", True, False):
-        raise UserError(f"trainer.padding_free must be auto, true or false, got {t.padding_free!r}.")
 
 
 def _validate_dataset(cfg: DictConfig, key: str = "dataset") -> None:

@@ -31,6 +31,14 @@ class AttnImplementation(Choice):
     flex_attention = "flex_attention"  # torch's compiled flex attention
 
 
+class Batching(Choice):
+    auto = "auto"  # the fastest measured for the device and attention kernel (medexp.training.batching)
+    padding_free = "padding_free"  # each batch one concatenated sequence, position_ids restart per example
+    packing = "packing"  # best-fit-decreasing packing into blocks of dataset.max_tokens tokens
+    group_by_length = "group_by_length"  # padded batches of similar lengths (random groups, sorted within)
+    padded = "padded"  # random batches padded to their longest example
+
+
 class ModelDtype(Choice):
     auto = "auto"  # follow the trainer's precision: bf16/fp16 on GPUs, fp32 on CPUs
     float32 = "float32"

@@ -40,8 +40,11 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
     def decorate(task: Callable[[Any], Any]) -> Callable[[], Any]:
         import hydra
 
+        started: list[bool] = []  # set once Hydra hands the composed config to the task
+
         @functools.wraps(task)
         def job(cfg: Any) -> Any:
+            started.append(True)
             try:
                 return task(cfg)
             except UserError as err:
@@ -71,12 +74,13 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
             try:
                 return hydra_main()
             except _config_errors() as err:
+                if started:  # raised by the command's own code, not by composing the config: a bug to see
+                    raise
                 exit_with(UserError(describe_config_error(err)))
             finally:
                 if full_error is None:
                     os.environ.pop("HYDRA_FULL_ERROR", None)
 
-        main.task = task  # type: ignore[attr-defined]
         return main
 
     return decorate
@@ -145,6 +149,9 @@ KNOWN_ALIASES = {
     "per_device_eval_batch_size": "eval_batch_size",
     "model_name_or_path": "name_or_path",
     "base_model": "name_or_path",
+    "padding_free": "batching",  # medexp's own name until issue 11; `trainer.batching=padding_free` now
+    "group_by_length": "batching",
+    "packing": "batching",
 }
 
 

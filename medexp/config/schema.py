@@ -18,6 +18,7 @@ from omegaconf import MISSING
 
 from medexp.config.choices import (
     AttnImplementation,
+    Batching,
     ComputeDtype,
     DatasetKind,
     LoraBias,
@@ -108,7 +109,7 @@ class TrainerConfig:
     )
     save_total_limit: int = MISSING  # checkpoints kept besides the best one
     precision: Precision = MISSING  # mixed precision of the training step
-    padding_free: Any = MISSING  # auto, true or false (a bool or the word auto, so not an Enum)
+    batching: Batching = MISSING  # auto, padding_free, packing, group_by_length or padded
     gradient_checkpointing: bool = MISSING  # recompute activations in the backward pass to save memory
     optim: str = MISSING  # any transformers optimizer name, e.g. adamw_torch, paged_adamw_8bit
     dataloader_num_workers: int = MISSING  # worker processes feeding batches
@@ -120,6 +121,8 @@ class GenerationEvalConfig:
     enabled: bool = MISSING  # answer held-out questions and compare with the references
     num_questions: int = MISSING  # held-out questions answered
     max_new_tokens: int = MISSING  # longest generated answer, in tokens
+    batch_size: int = MISSING  # prompts per generate call (left-padded); the answers equal one-at-a-time ones
+    latency_samples: int = MISSING  # prompts asked again one at a time for latency_p50_s/p95_s; 0 = none
     repetition_penalty: float = MISSING  # 1.0 = off
     semantic_similarity: bool = MISSING  # embedding cosine of answer and reference
     semantic_model: str | None = None  # sentence-transformers id or path; null = bundled all-MiniLM-L6-v2

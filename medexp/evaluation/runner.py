@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from medexp.data.prepare import PreparedData
-from medexp.evaluation.generation import as_base, generate, speed_metrics
+from medexp.evaluation.generation import as_base, generate, request_latencies, speed_metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class EvalResult:
 
 class _Progress:
     """One bar over every answer the suites produce (generated or scored), for both models; the description
-    names the suite being run. Callees see `over(items)`: a list that moves the bar as it is iterated."""
+    names the suite being run. Callees see `over(items)`, a list that moves the bar as it is iterated, or call
+    `advance(n)` as n answers are done (a batch of generations)."""
 
     def __init__(self, total: int) -> None:
         from tqdm.auto import tqdm
@@ -62,6 +63,9 @@ class _Progress:
 
     def over(self, items: list) -> list:
         return _Ticking(items, self.bar)
+
+    def advance(self, n: int) -> None:
+        self.bar.update(n)
 
     def close(self) -> None:
         self.bar.set_description("eval")
@@ -83,16 +87,30 @@ class _Ticking(list):
 
 
 def _both(
-    model, tokenizer, system_prompt: str, prompts: list[str], gen_cfg: DictConfig, base: bool, progress
+    model, tokenizer, system: str | list[str], prompts: list[str], gen_cfg: DictConfig, base: bool, progress
 ):
-    adapted = generate(model, tokenizer, system_prompt, progress.over(prompts), gen_cfg)
+    """The adapted model's answers and, if `base`, the base model's (else None), generated in batches."""
+    adapted = generate(model, tokenizer, system, prompts, gen_cfg, advance=progress.advance)
     if not base:
         return adapted, None
     with as_base(model):
-        return adapted, generate(model, tokenizer, system_prompt, progress.over(prompts), gen_cfg)
+        return adapted, generate(model, tokenizer, system, prompts, gen_cfg, advance=progress.advance)
 
 
-def _answer_metrics(gens, references: list[str], gen_cfg: DictConfig) -> dict[str, float]:
+def _latencies(
+    model, tokenizer, system: str | list[str], prompts: list[str], gen_cfg: DictConfig, base: bool, progress
+):
+    """Single-request seconds of the adapted model and, if `base`, of the base model (else None)."""
+    adapted = request_latencies(model, tokenizer, system, prompts, gen_cfg, progress.advance)
+    if not base:
+        return adapted, None
+    with as_base(model):
+        return adapted, request_latencies(model, tokenizer, system, prompts, gen_cfg, progress.advance)
+
+
+def _answer_metrics(
+    gens, references: list[str], gen_cfg: DictConfig, latencies: list[float]
+) -> dict[str, float]:
     from medexp.evaluation.text_metrics import distinct_n, length_stats, rouge, semantic_similarity
 
     texts = [g.text for g in gens]
@@ -100,7 +118,7 @@ def _answer_metrics(gens, references: list[str], gen_cfg: DictConfig) -> dict[st
     out |= {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
     if gen_cfg.semantic_similarity:
         out["semantic_similarity"] = semantic_similarity(texts, references, gen_cfg.semantic_model)
-    return out | speed_metrics(gens)
+    return out | speed_metrics(gens, latencies)
 
 
 def evaluate_model(
@@ -130,22 +148,20 @@ def evaluate_model(
     probes = load_probes() if eval_cfg.safety.enabled else []
     user_prompts = load_prompts_file(eval_cfg.prompts_file) if eval_cfg.prompts_file else []
     answers = len(chosen) + sum(len(items) for _, items in mc_sets.values()) + len(ood) + len(probes)
-    progress = _Progress((answers + len(user_prompts)) * (2 if compare else 1))
+    timed = min(int(gen_cfg.latency_samples), len(chosen))  # asked again one at a time, for latency
+    progress = _Progress((answers + len(user_prompts) + timed) * (2 if compare else 1))
     try:
         if chosen:
             progress.suite("validation")
             questions = [q for (q, _), _ in chosen]
             references = [a for (_, a), _ in chosen]
             # Each question is asked with its own source's system prompt, as in training.
-            adapted, base = [], []
-            for (question, _), source in chosen:
-                system = str(source_cfgs[source].system_prompt).strip()
-                a, b = _both(model, tokenizer, system, [question], gen_cfg, compare, progress)
-                adapted += a
-                base += b or []
+            systems = [str(source_cfgs[source].system_prompt).strip() for _, source in chosen]
+            adapted, base = _both(model, tokenizer, systems, questions, gen_cfg, compare, progress)
+            lat, base_lat = _latencies(model, tokenizer, systems, questions, gen_cfg, compare, progress)
             result.add(
-                _answer_metrics(adapted, references, gen_cfg),
-                _answer_metrics(base, references, gen_cfg) if compare else None,
+                _answer_metrics(adapted, references, gen_cfg, lat),
+                _answer_metrics(base, references, gen_cfg, base_lat) if compare else None,
             )
             result.answers("validation", questions, references, adapted, base if compare else None)
 

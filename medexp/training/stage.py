@@ -36,6 +36,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     from medexp.data import sources
     from medexp.data.report import log_data_report
     from medexp.tracking.callback import MetricsCallback
+    from medexp.training.cost import BatchCounter, CostCallback
     from medexp.training.held_out import held_out_metrics
     from medexp.training.progress import TrainProgress
     from medexp.training.trainer import build_trainer
@@ -46,6 +47,8 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     trainer = build_trainer(
         cfg, model, tokenizer, stage.data, stage.output_dir, precision, [MetricsCallback(tracker), progress]
     )
+    trainer.data_collator = counter = BatchCounter(trainer.data_collator)  # the padding the batches carry
+    trainer.add_callback(CostCallback(counter, tracker))
     metrics: dict[str, float] = {}
     if stage.base_eval:
         # The adapters start as a no-op (LoRA's B = 0), so this is the base model's score.

@@ -7,26 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from medexp.config import UserError
 from medexp.data import PreparedData
 
 log = logging.getLogger(__name__)
-
-FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
-
-
-def use_padding_free(trainer_cfg: DictConfig, model_cfg: DictConfig) -> bool:
-    """Padding-free batches (sequences concatenated, no pad tokens computed) need a varlen attention kernel."""
-    flash = model_cfg.attn_implementation in FLASH_ATTENTION
-    if trainer_cfg.padding_free == "auto":
-        return flash
-    if trainer_cfg.padding_free and not flash:
-        raise UserError(
-            f"trainer.padding_free=true needs model.attn_implementation=flash_attention_2 (or _3), but it is "
-            f"{str(model_cfg.attn_implementation)!r}. Install flash-attn on a GPU machine and set "
-            "model.attn_implementation=flash_attention_2, or use trainer.padding_free=auto."
-        )
-    return bool(trainer_cfg.padding_free)
 
 
 def build_trainer(
@@ -37,10 +20,11 @@ def build_trainer(
     from trl import SFTConfig, SFTTrainer
 
     from medexp.console import library_bars_off
+    from medexp.training.batching import choose_batching
 
     t = cfg.trainer
-    padding_free = use_padding_free(t, cfg.model)
-    log.info("precision %s, padding-free batches %s", precision, "on" if padding_free else "off")
+    batching = choose_batching(t, cfg.model, cuda=torch.cuda.is_available())
+    log.info("precision %s, batching %s (%s)", precision, batching.mode, batching.reason)
     args = SFTConfig(
         output_dir=str(output_dir / "checkpoints"),
         seed=cfg.seed,
@@ -76,8 +60,8 @@ def build_trainer(
         include_num_input_tokens_seen="non_padding",
         report_to="none",  # medexp's own MetricsCallback logs to MLflow
         disable_tqdm=True,  # no nested train/eval bars: medexp.training.progress draws the one training bar
-        max_length=None,  # pairs over dataset.max_tokens were already dropped, never truncated
-        padding_free=padding_free,
+        # pairs over dataset.max_tokens were already dropped, never truncated; packing uses it as its block size
+        **batching.trainer_kwargs(block_tokens=int(cfg.dataset.max_tokens)),
         completion_only_loss=True,  # loss on the answer tokens (completion_mask) only
     )
     if t.early_stopping_patience is not None:

@@ -1,0 +1,57 @@
+"""How examples become batches (`trainer.batching`), and what `auto` picks for the hardware.
+
+Every mode computes the same loss per answer token (tests/test_batching.py compares losses and gradients on one
+fixed batch); they differ only in how much compute goes to padding:
+- padded: random batches, each padded to its longest example (MedQuAD's length mix: ~49% padding at 8);
+- group_by_length: transformers' LengthGroupedSampler: random mega-batches sorted by length, so each batch
+  holds similar lengths (<3% padding) while the order still changes every epoch;
+- padding_free: each batch is one concatenated sequence with position_ids restarting per example and no
+  attention mask; transformers 5 builds the block-diagonal mask from position_ids for sdpa, eager and flex
+  attention, and flash attention runs it as variable-length sequences (no padding at all);
+- packing: TRL's best-fit-decreasing packing into blocks of `dataset.max_tokens`, then padding-free batches.
+
+`auto` chooses padding-free batches where a variable-length kernel runs them (flash attention on CUDA) and
+length-grouped batches elsewhere: with sdpa on a CPU, a padding-free or packed batch is one long sequence
+whose dense block mask costs more than the padding it saves (measured by benchmarks/throughput.py; the README
+has the table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+@dataclass(frozen=True)
+class BatchingChoice:
+    mode: str  # padding_free, packing, group_by_length or padded
+    reason: str  # why, for the log line and the run's params
+
+    def trainer_kwargs(self, block_tokens: int) -> dict:
+        """SFTConfig arguments for this mode; `block_tokens` is the packing block (dataset.max_tokens)."""
+        return {
+            "padding_free": self.mode == "padding_free",
+            "packing": self.mode == "packing",
+            "packing_strategy": "bfd",  # best-fit decreasing: whole examples per block, none split
+            "max_length": block_tokens if self.mode == "packing" else None,  # pairs were length-filtered
+            "train_sampling_strategy": "group_by_length" if self.mode == "group_by_length" else "random",
+        }
+
+
+def choose_batching(trainer_cfg: DictConfig, model_cfg: DictConfig, cuda: bool) -> BatchingChoice:
+    """The batching mode a run uses: the one asked for, or for `auto` the fastest measured for the device."""
+    asked = str(trainer_cfg.batching)
+    if asked != "auto":
+        return BatchingChoice(asked, "set by trainer.batching")
+    attention = str(model_cfg.attn_implementation)
+    if cuda and attention in FLASH_ATTENTION:
+        return BatchingChoice("padding_free", f"auto: {attention} on CUDA runs variable-length sequences")
+    where = "CUDA" if cuda else "CPU"
+    return BatchingChoice(
+        "group_by_length",
+        f"auto: {attention} on {where} pays for a dense block mask in padding-free batches; "
+        "length-grouped batches are the fastest measured there",
+    )

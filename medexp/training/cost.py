@@ -1,0 +1,81 @@
+"""What a training stage cost, logged with the run: wall time, non-padding tokens per second, the padding
+fraction of the batches it trained on, peak memory (GPU allocated on CUDA, else the process's peak RSS), and the
+effective batch size (per-device batch x accumulation x processes)."""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class BatchCounter:
+    """Wraps a data collator: counts the tokens of each training batch (what the model computes on) and how
+    many of them are real (not padding). Evaluation batches go through the same collator; `active` is off
+    while they are built."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+        self.active = False
+        self.total = 0
+        self.real = 0
+
+    def __call__(self, examples: list[dict]) -> Any:
+        batch = self.collate(examples)
+        if self.active:
+            ids = batch["input_ids"]
+            mask = batch.get("attention_mask")  # padding-free batches have none: every token is real
+            self.total += ids.numel()
+            self.real += int(mask.sum()) if mask is not None else ids.numel()
+        return batch
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1 - self.real / self.total if self.total else 0.0
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated on CUDA, else the process's peak resident memory (Linux: ru_maxrss in KiB)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class CostCallback(TrainerCallback):
+    """Logs `train/wall_time_s`, `train/tokens_per_s` (non-padding), `train/padding_fraction`,
+    `train/peak_memory_mb` and `train/effective_batch_size` at the end of training, through the tracker."""
+
+    def __init__(self, counter: BatchCounter, tracker: Any) -> None:
+        self.counter = counter
+        self.tracker = tracker
+        self._start = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+        self.counter.active = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_evaluate:  # the evaluation that follows builds its batches with the same collator
+            self.counter.active = False
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.counter.active = state.global_step < state.max_steps  # training goes on after this evaluation
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.counter.active = False
+        wall = time.perf_counter() - self._start
+        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.tracker.log_metrics(
+            {
+                "train/wall_time_s": wall,
+                "train/tokens_per_s": state.num_input_tokens_seen / wall if wall > 0 else 0.0,
+                "train/padding_fraction": self.counter.padding_fraction,
+                "train/peak_memory_mb": peak_memory_mb(),
+                "train/effective_batch_size": effective,
+            },
+            step=state.global_step,
+        )
