@@ -337,34 +337,6 @@ def setup(args: argparse.Namespace) -> dict:
     return {"machine": machine, "parameters": model.num_parameters()}
 
 
-def compose_config(overrides: list[str], tmp: Path):
-    """The config `python -m medexp.train *overrides` would run, writing only under tmp (tests/helpers.py's)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    import medexp  # noqa: F401  (registers the schemas and the ${medexp_assets:} resolver)
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("medexp.conf", version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                *overrides,
-                f"paths.output_root={tmp / 'outputs'}",
-                f"paths.multirun_root={tmp / 'multirun'}",
-                f"paths.mlruns_dir={tmp / 'mlruns'}",
-            ],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...}, as inside a real run
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp / "outputs" / "run")
-        del cfg["hydra"]
-    return cfg
-
-
 def medexp_config(args: argparse.Namespace, batching: str):
     steps = args.warmup_steps + args.steps
     overrides = [
@@ -386,7 +358,9 @@ def medexp_config(args: argparse.Namespace, batching: str):
         "tracking=none",
         f"seed={args.seed}",
     ]
-    return compose_config(overrides, args.workdir / f"medexp_{args.variant}")
+    from medexp.config.compose import compose_run_config
+
+    return compose_run_config(overrides, args.workdir / f"medexp_{args.variant}")
 
 
 def quantiles(values: list[int]) -> dict[str, float]:

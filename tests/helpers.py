@@ -7,13 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import medexp  # noqa: F401  (registers the ${medexp_assets:} resolver)
 from medexp.config import assets_dir
+from medexp.config.compose import compose_run_config
 
 # Tests never reach the network: any hub access fails fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,23 +25,7 @@ SAFETY = Path(assets_dir()) / "safety" / "safety_sft.jsonl"
 
 def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
     """The config `python -m medexp.train *overrides` would run, writing only under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_module("medexp.conf", version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                *overrides,
-                f"paths.output_root={tmp_path / 'outputs'}",
-                f"paths.multirun_root={tmp_path / 'multirun'}",
-                f"paths.mlruns_dir={tmp_path / 'mlruns'}",
-            ],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...}, as inside a real run
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "outputs" / "run")
-        del cfg["hydra"]
-    return cfg
+    return compose_run_config(overrides, tmp_path)
 
 
 def run_cli(
