@@ -219,6 +219,7 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert sorted(int(c.data.tags["medexp.optuna_trial"]) for c in children) == sorted(t.number for t in real)
 
 
+@pytest.mark.slow  # kills a sweep mid-trial and resumes it: ~60 s; run with pytest -m slow
 def test_killed_sweep_resumes_without_losing_finished_trials(tmp_path):
     proc = subprocess.Popen(
         sweep_cmd(3, NO_PRUNING),
