@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from medexp.config.errors import UserError, did_you_mean
+from medexp.config.errors import UserError, unknown_key_message
 from medexp.config.stages import stage_configs
 from medexp.config.tree import missing_keys
 
@@ -55,12 +55,7 @@ def looks_like_local_path(name_or_path: str) -> bool:
 def validate(cfg: DictConfig) -> None:
     """Raise UserError on the first bad value. Cheap: no torch, no network, no model."""
     for key, valid in unknown_keys(cfg):
-        name = key.rpartition(".")[2]
-        raise UserError(
-            f"Unknown config key {key!r}: {key.rpartition('.')[0] or 'the top level'} has no key {name!r}."
-            f"{did_you_mean(name, valid)} "
-            f"Valid keys there: {', '.join(valid)}."
-        )
+        raise UserError(unknown_key_message(key, valid))
     for key in [f"mixture.{name}" for name in cfg.get("mixture") or {}]:
         if OmegaConf.is_missing(OmegaConf.select(cfg, key), "system_prompt"):
             raise UserError(

@@ -127,6 +127,16 @@ def _override_key(message: str, full_key: str) -> str:
     return key[: inside + 1 + len(full_key)] if inside >= 0 else full_key
 
 
+def unknown_key_message(full_key: str, valid: list[str], where: str = "") -> str:
+    """The paragraph for a key the schema does not know, whether Hydra or `validate` found it."""
+    parent, _, key = full_key.rpartition(".")
+    node = f"{parent!r}" if parent else "the top level of the config"
+    known = f" Valid keys there: {', '.join(valid)}." if valid else ""
+    return (
+        f"Unknown config key {full_key!r}{where}: {node} has no key {key!r}.{did_you_mean(key, valid)}{known}"
+    )
+
+
 def _valid_keys(object_type: Any) -> list[str]:
     import dataclasses
 
@@ -193,13 +203,8 @@ def describe_config_error(err: BaseException) -> str:
     if isinstance(err, OverrideParseException):
         return f"{_one_line(message)} Overrides look like key=value, group=option or +key=value."
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "key", None) is not None:
-        key = str(cause.key)
-        full_key = str(getattr(cause, "full_key", "") or key)
-        parent = full_key.rpartition(".")[0]
-        valid = _valid_keys(getattr(cause, "object_type", None))
-        node = f"{parent!r}" if parent else "the top level of the config"
-        known = f" Valid keys there: {', '.join(valid)}." if valid else ""
-        return f"Unknown config key {full_key!r}{where}: {node} has no key {key!r}.{did_you_mean(key, valid)}{known}"
+        full_key = str(getattr(cause, "full_key", "") or cause.key)
+        return unknown_key_message(full_key, _valid_keys(getattr(cause, "object_type", None)), where)
     if isinstance(cause, ValidationError):
         full_key = _override_key(message, str(getattr(cause, "full_key", "") or ""))
         detail = _one_line(str(cause).split("\n")[0]).rstrip(".")
