@@ -10,7 +10,6 @@ Stages each get a child MLflow run and continue from the previous stage's adapte
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -36,8 +35,22 @@ class RunResult:
 
 
 def train(cfg: DictConfig) -> RunResult:
-    """Run the whole flow for one composed config; returns metrics incl. `cfg.optimized_metric`."""
+    """Run the whole flow for one composed config; returns metrics incl. `cfg.optimized_metric`.
+
+    With `resume=<run dir or run id>`, the flow is the same, on that run's saved config: finished stages are
+    skipped, the current one continues from its last checkpoint, in the same directory and MLflow run."""
     validate(cfg)
+    resuming = bool(cfg.resume)
+    if resuming:
+        from medexp.training.resume import find_run
+
+        found = find_run(cfg.resume, str(cfg.tracking.uri), task_overrides())
+        if found.finished:
+            log.info("the run in %s finished already: nothing to resume", found.run_dir)
+            return RunResult(found.metrics, found.run_dir, found.run_dir / "adapter", found.run_id)
+        log.info("resuming the run in %s", found.run_dir)
+        cfg = found.config
+        validate(cfg)
     announce_choices()  # the run's first line: which option of each config group it composed
     from medexp.config import stage_configs
     from medexp.data import load_mixture, load_pairs, prepare_data
@@ -57,9 +70,10 @@ def train(cfg: DictConfig) -> RunResult:
 
     from medexp.evaluation.pipeline import evaluate_and_report
     from medexp.sweep.trial import connect_trial
-    from medexp.tracking import absolute_uri, flatten, git_commit, start_run
+    from medexp.tracking import flatten, git_commit, start_run
     from medexp.training.model import load_model, load_tokenizer, resolve_precision
-    from medexp.training.stage import Stage, train_stage
+    from medexp.training.resume import read_run_record, record_run
+    from medexp.training.stage import Stage, run_stage
 
     precision = resolve_precision(cfg.trainer.precision)
     tokenizer = load_tokenizer(cfg.model)
@@ -70,7 +84,8 @@ def train(cfg: DictConfig) -> RunResult:
     trial = connect_trial(cfg.get("optuna"))  # the Optuna trial this run is, in a sweep; else None
 
     config_path = output_dir / "config.yaml"
-    OmegaConf.save(cfg, config_path, resolve=True)
+    if not resuming:
+        OmegaConf.save(cfg, config_path, resolve=True)
     commit = git_commit()
     tags = {
         "mlflow.source.git.commit": commit,
@@ -85,18 +100,14 @@ def train(cfg: DictConfig) -> RunResult:
         tags["medexp.stages"] = " -> ".join(name for name, _ in stages)
     if trial is not None:
         tags |= trial.run_tags()
-    with start_run(cfg.tracking, tags, f"trial_{trial.number}" if trial is not None else None) as tracker:
-        tracker.log_params(flatten(cfg))
-        tracker.log_artifact(config_path)
-        # Lets `source=<this output dir or its adapter/>` find the run again (medexp.evaluate, export, ...).
-        (output_dir / "run.json").write_text(
-            json.dumps(
-                {
-                    "run_id": tracker.run_id,
-                    "tracking_uri": absolute_uri(cfg.tracking.uri) if tracker.run_id else None,
-                }
-            )
-        )
+    run_name = f"trial_{trial.number}" if trial is not None else None
+    resume_id = (read_run_record(output_dir) or {}).get("run_id") if resuming else None
+    with start_run(cfg.tracking, tags, run_name, resume=resume_id) as tracker:
+        # Lets `source=`/`resume=` find the run again from its output dir (medexp.evaluate, export, ...).
+        record_run(output_dir, tracker.run_id, cfg.tracking)
+        if not resuming:
+            tracker.log_params(flatten(cfg))
+            tracker.log_artifact(config_path)
         if trial is not None:
             trial.attach_run(tracker.run_id)
 
@@ -114,17 +125,9 @@ def train(cfg: DictConfig) -> RunResult:
                 output_dir=output_dir / "stages" / name if name else output_dir,
                 base_eval=i == 0 and bool(cfg.eval.before_training),  # the untouched model, before stage 1
                 trial=trial if last else None,  # a sweep prunes on the final stage's eval_loss only
+                resume=resuming,
             )
-            if not name:
-                outcome = train_stage(stage, model, tokenizer, precision, tracker)
-            else:
-                log.info("stage %d/%d: %s", i + 1, len(stages), name)
-                stage_tags = {**tags, "medexp.stage": name, "medexp.stage_index": str(i + 1)}
-                stage_tags["medexp.dataset"] = str(stage_cfg.dataset.path or stage_cfg.dataset.name)
-                with start_run(cfg.tracking, stage_tags, f"stage_{i + 1}_{name}", parent=tracker) as child:
-                    child.log_params(flatten(stage_cfg))
-                    outcome = train_stage(stage, model, tokenizer, precision, child)
-                tracker.log_metrics({f"stages/{name}/{k}": v for k, v in outcome.metrics.items()}, step=i + 1)
+            outcome = run_stage(stage, model, tokenizer, precision, tracker, (i + 1, len(stages)), tags)
             model = outcome.model  # the next stage continues from this stage's (best) adapter
             metrics = outcome.metrics
             steps += outcome.steps
@@ -144,6 +147,7 @@ def train(cfg: DictConfig) -> RunResult:
             tracker.log_artifacts(adapter_dir, "adapter")
         if trial is not None:
             trial.finish(tracker, steps=steps)
+    record_run(output_dir, tracker.run_id, cfg.tracking, finished=True, metrics=metrics)  # resume= says: done
 
     from medexp.tracking.summary import run_summary
 

@@ -101,3 +101,39 @@ def test_the_second_stage_starts_from_the_first_stages_adapter(staged):
     final = load_file(out / "adapter" / "adapter_model.safetensors")
     last = load_file(out / "stages" / "second" / "adapter" / "adapter_model.safetensors")
     assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+
+
+def test_resume_continues_in_the_stage_it_was_in(staged, tmp_path):
+    """Last in this module, since it rewinds the staged run to one that died in stage 2 right after its first
+    kept checkpoint: resume skips stage 1 (its adapter is loaded, its child run untouched), continues stage 2 in
+    its own child run from that checkpoint, and ends where the uninterrupted run ended."""
+    import json
+    import shutil
+
+    _, result, client, runs = staged
+    out, runs_by_stage = result.output_dir, {r.data.tags.get("medexp.stage"): r for r in runs}
+    second = out / "stages" / "second"
+    kept = sorted((second / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for path in [*kept[1:], second / "adapter", out / "adapter"]:
+        shutil.rmtree(path)
+    (second / "stage.json").unlink()
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(
+        json.dumps({"run_id": record["run_id"], "tracking_uri": record["tracking_uri"]})
+    )
+    for stage in (None, "second"):
+        client.update_run(runs_by_stage[stage].info.run_id, "RUNNING")
+    first_before = client.get_run(runs_by_stage["first"].info.run_id).data.metrics
+
+    resumed = train(compose_config([f"resume={out}"], tmp_path))
+
+    assert resumed.run_id == result.run_id and resumed.metrics["eval_loss"] == pytest.approx(
+        result.metrics["eval_loss"], rel=0.01
+    )
+    after = client.search_runs([client.get_experiment_by_name("medexp-smoke").experiment_id])
+    assert len(after) == len(runs) and {r.info.status for r in after} == {"FINISHED"}  # no new runs
+    assert client.get_run(runs_by_stage["first"].info.run_id).data.metrics == first_before
+    second_id = runs_by_stage["second"].info.run_id
+    steps = [m.step for m in client.get_metric_history(second_id, "eval_loss")]
+    assert len(steps) == len(set(steps))  # nothing logged twice
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

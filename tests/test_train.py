@@ -80,6 +80,10 @@ def test_the_runs_cost_is_logged(smoke):
     assert m["train/effective_batch_size"] == 16  # the smoke preset: batch 16 x 1 accumulation x 1 process
     # length-grouped batches (trainer.batching=auto on a CPU) leave little padding; 0 would mean nothing counted
     assert 0 < m["train/padding_fraction"] < 0.15
+    # MLflow's system metrics monitor (psutil is installed with the dev extra): CPU and memory utilisation
+    assert (
+        0 <= m["system/cpu_utilization_percentage"] <= 100 and m["system/system_memory_usage_megabytes"] > 0
+    )
 
 
 def test_eval_loss_fell_at_least_ten_percent(smoke):

@@ -176,6 +176,9 @@ class TrackingConfig:
     experiment: str = MISSING  # MLflow experiment name; created on first use
     run_name: str | None = None  # null = MLflow's generated name
     log_adapter: bool = MISSING  # upload adapter/ as a run artifact
+    system_metrics_interval: float | None = (
+        None  # seconds between CPU/GPU/memory samples (system/*); null = off
+    )
 
 
 @dataclass
@@ -215,6 +218,7 @@ class TrainConfig:
     mixture: dict[str, DatasetConfig] = field(default_factory=dict)  # more datasets trained with `dataset`
     stages: dict[str, StageConfig] = field(default_factory=dict)  # train in stages, in order
     optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)  # set per trial by the sweeper
+    resume: str | None = None  # continue a run that died: its output directory or MLflow run id
 
 
 @dataclass

@@ -57,9 +57,12 @@ class Tracker:
 
 
 class MlflowTracker(Tracker):
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, logged: dict[str, int] | None = None) -> None:
         self.client = client
         self.run_id = run_id
+        # A resumed run: the last step of each metric its first attempt logged. The steps it trains again from its
+        # checkpoint up to there are not logged twice; the first attempt's values stand.
+        self.logged = logged or {}
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -70,8 +73,9 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if step > self.logged.get(k, -1)]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -102,6 +106,25 @@ class MlflowTracker(Tracker):
             self.client.log_inputs(self.run_id, datasets=inputs)
 
 
+def _reopen(client: Any, run_id: str, uri: str) -> tuple[str, dict[str, int]]:
+    """Mark a run RUNNING again; return it with the last step each of its metrics reached."""
+    from mlflow.exceptions import MlflowException
+
+    from medexp.config import UserError
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise UserError(
+            f"The run to resume names MLflow run {run_id}, which the tracking store {uri} does not have "
+            f"({err.message.splitlines()[0]}). Resume with the store it was tracked in (tracking.uri=...)."
+        ) from None
+    logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "medexp.resumed", str(int(run.data.tags.get("medexp.resumed", "0")) + 1))
+    return run_id, logged
+
+
 def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
     return {k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items() if v is not None}
 
@@ -112,25 +135,33 @@ def start_run(
     tags: dict[str, str | None],
     run_name: str | None = None,
     parent: Tracker | None = None,
+    resume: str | None = None,
 ) -> Iterator[Tracker]:
     """Open an MLflow run (or a no-op tracker with tracking=none) and always close it with a final status.
 
     The run is named `tracking.run_name` when set, else `run_name`, else by MLflow. With `parent`, it is a
-    child run of that one (named `run_name`), as a training stage is."""
+    child run of that one (named `run_name`), as a training stage is. With `resume` (a run id), that existing
+    run is reopened instead: RUNNING again, its metrics continued without repeating a logged step."""
     if not tracking_cfg.enabled:
         yield Tracker()
         return
 
     client, experiment_id = mlflow_client(tracking_cfg)
-    if parent is not None:
-        tags = {**tags, "mlflow.parentRunId": parent.run_id}
+    if resume is not None:
+        run_id, logged = _reopen(client, resume, str(tracking_cfg.uri))
     else:
-        run_name = tracking_cfg.run_name or run_name
-    run = client.create_run(experiment_id, run_name=run_name, tags=clean_tags(tags))
-    run_id = run.info.run_id
+        if parent is not None:
+            tags = {**tags, "mlflow.parentRunId": parent.run_id}
+        else:
+            run_name = tracking_cfg.run_name or run_name
+        run_id, logged = (
+            client.create_run(experiment_id, run_name=run_name, tags=clean_tags(tags)).info.run_id,
+            {},
+        )
     log.info("MLflow run %s (experiment %r) at %s", run_id, tracking_cfg.experiment, tracking_cfg.uri)
+    monitor = None if parent is not None else _system_metrics(tracking_cfg, run_id, resume is not None)
     try:
-        yield MlflowTracker(client, run_id)
+        yield MlflowTracker(client, run_id, logged)
     except KeyboardInterrupt:
         client.set_terminated(run_id, "KILLED")
         raise
@@ -138,4 +169,30 @@ def start_run(
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:MAX_TAG_LENGTH])
         client.set_terminated(run_id, "FAILED")
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     client.set_terminated(run_id, "FINISHED")
+
+
+def _system_metrics(tracking_cfg: DictConfig, run_id: str, resumed: bool) -> Any:
+    """MLflow's system-metrics monitor (a thread logging system/* every interval), started; None when off or
+    when psutil, which it needs, is not installed (GPU figures need nvidia-ml-py as well)."""
+    interval = tracking_cfg.get("system_metrics_interval")
+    if not interval:
+        return None
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        log.info("system metrics off: MLflow's monitor needs psutil (pip install psutil)")
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from medexp.console import quiet_logger
+
+    quiet_logger("mlflow.system_metrics")  # "Started monitoring system metrics" at INFO, twice per run
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=float(interval), resume_logging=resumed, tracking_uri=str(tracking_cfg.uri)
+    )
+    monitor.start()
+    return monitor

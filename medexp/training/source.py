@@ -76,7 +76,7 @@ def _from_directory(path: Path) -> TrainedModel:
             "wrote it, or the run id."
         )
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    return TrainedModel(adapter_dir, _run_config(config_path), run.get("run_id"), run.get("tracking_uri"))
+    return TrainedModel(adapter_dir, read_run_config(config_path), run.get("run_id"), run.get("tracking_uri"))
 
 
 def _registered_run(uri: str, tracking_uri: str) -> str:
@@ -123,10 +123,10 @@ def _from_run(run_id: str, tracking_uri: str, cache_dir: Path) -> TrainedModel:
             f"source={run_id!r}: {err.message.splitlines()[0]} (tracking store {tracking_uri}). Check the run id "
             "and tracking.uri; the run must have logged config.yaml and adapter/ (tracking.log_adapter=true)."
         ) from None
-    return TrainedModel(Path(adapter), _run_config(Path(config)), run_id, tracking_uri)
+    return TrainedModel(Path(adapter), read_run_config(Path(config)), run_id, tracking_uri)
 
 
-def _run_config(path: Path) -> DictConfig:
+def read_run_config(path: Path) -> DictConfig:
     """A training run's saved config.yaml, typed by the train schema, so commands read it as train reads its own."""
     from omegaconf.errors import OmegaConfBaseException
 

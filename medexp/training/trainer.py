@@ -44,6 +44,7 @@ def build_trainer(
         save_strategy="steps",
         save_steps=t.eval_steps,  # checkpoint at every evaluation, so the best one can be kept and reloaded
         save_total_limit=t.save_total_limit,
+        restore_callback_states_from_checkpoint=True,  # a resumed run keeps its early-stopping patience count
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
