@@ -9,7 +9,6 @@ Stages each get a child MLflow run and continue from the previous stage's adapte
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config import UserError, command, exit_with, task_overrides, validate
+from medexp.config.runtime import check_launch, is_main_process
 from medexp.console import announce_choices
 
 log = logging.getLogger("medexp.train")
@@ -51,7 +51,12 @@ def train(cfg: DictConfig) -> RunResult:
         log.info("resuming the run in %s", found.run_dir)
         cfg = found.config
         validate(cfg)
-    announce_choices()  # the run's first line: which option of each config group it composed
+    check_launch()
+    main_process = is_main_process()  # torchrun / accelerate: only rank 0 tracks, writes reports and adapters
+    if main_process:
+        announce_choices()  # the run's first line: which option of each config group it composed
+    else:
+        logging.getLogger("medexp").setLevel(logging.WARNING)  # one console voice per launch
     from medexp.config import stage_configs
     from medexp.data import load_mixture, load_pairs, prepare_data
     from medexp.evaluation.suites import check_inputs
@@ -70,7 +75,7 @@ def train(cfg: DictConfig) -> RunResult:
 
     from medexp.evaluation.pipeline import evaluate_and_report
     from medexp.sweep.trial import connect_trial
-    from medexp.tracking import flatten, git_commit, start_run
+    from medexp.tracking import flatten, run_tags, start_run
     from medexp.training.model import load_model, load_tokenizer, resolve_precision
     from medexp.training.resume import read_run_record, record_run
     from medexp.training.stage import Stage, run_stage
@@ -84,20 +89,9 @@ def train(cfg: DictConfig) -> RunResult:
     trial = connect_trial(cfg.get("optuna"))  # the Optuna trial this run is, in a sweep; else None
 
     config_path = output_dir / "config.yaml"
-    if not resuming:
+    if main_process and not resuming:
         OmegaConf.save(cfg, config_path, resolve=True)
-    commit = git_commit()
-    tags = {
-        "mlflow.source.git.commit": commit,
-        "medexp.git_commit": commit,
-        "medexp.base_model": str(cfg.model.name_or_path),
-        "medexp.dataset": " -> ".join(str(s.dataset.path or s.dataset.name) for _, s in stages),
-        "medexp.dataset_fingerprint": _fingerprint([d.fingerprint for d in datas]),
-        "medexp.overrides": " ".join(task_overrides()) or None,
-        "medexp.output_dir": str(output_dir.resolve()),
-    }
-    if len(stages) > 1:
-        tags["medexp.stages"] = " -> ".join(name for name, _ in stages)
+    tags = run_tags(cfg, stages, [d.fingerprint for d in datas], task_overrides())
     if trial is not None:
         tags |= trial.run_tags()
     run_name = f"trial_{trial.number}" if trial is not None else None
@@ -135,11 +129,15 @@ def train(cfg: DictConfig) -> RunResult:
         if len(stages) > 1:  # the parent run carries the final stage's metrics and the final adapter
             tracker.log_metrics({k: v for k, v in metrics.items() if k != "eval_loss"}, step=steps)
             tracker.log_metrics({"eval_loss": metrics["eval_loss"]}, step=steps)
+        adapter_dir = output_dir / "adapter"
+        if (
+            not main_process
+        ):  # the other ranks' part ends with training (every evaluation in it is collective)
+            return RunResult(metrics, output_dir, adapter_dir)
         # Generation, multiple choice, out-of-domain and safety suites: once, on the final model.
         metrics |= evaluate_and_report(
             stages[-1][1], model, tokenizer, datas[-1], metrics, outcome.curves, output_dir, tracker, steps
         )
-        adapter_dir = output_dir / "adapter"
         if len(stages) > 1 or not (adapter_dir / "adapter_config.json").exists():
             model.save_pretrained(adapter_dir)
             tokenizer.save_pretrained(adapter_dir)
@@ -154,13 +152,6 @@ def train(cfg: DictConfig) -> RunResult:
     log.info("%s", run_summary(cfg, metrics, output_dir, adapter_dir, tracker))
     pruned_at = trial.pruned_at if trial is not None else None
     return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, pruned_at, model)
-
-
-def _fingerprint(fingerprints: list[str]) -> str:
-    """The data fingerprint of a run: its one stage's, or a digest of the stages' in order."""
-    if len(fingerprints) == 1:
-        return fingerprints[0]
-    return hashlib.sha256(" ".join(fingerprints).encode()).hexdigest()[:16]
 
 
 @command("train")

@@ -138,3 +138,27 @@ def test_length_grouping_cuts_padding_and_keeps_epochs_random(setup, tmp_path):
     first = list(loader.batch_sampler.sampler)
     loader.batch_sampler.sampler.generator = torch.Generator().manual_seed(1)  # the next epoch's seed
     assert list(loader.batch_sampler.sampler) != first
+
+
+def test_the_isolation_check_passes_the_tiny_model_and_refuses_a_leaking_one(setup):
+    """Before a padding-free or packed run the model is checked to keep concatenated examples apart. A model that
+    ignores position_ids (stand-in: the tiny model with them dropped) lets examples attend to each other: refused."""
+    from medexp.config import UserError
+    from medexp.training.batching import check_examples_isolated
+
+    _, _, model, _, _ = setup
+    check_examples_isolated(model, "sdpa", "padding_free")
+
+    forward = model.forward
+
+    def without_positions(*args, position_ids=None, **kwargs):
+        return forward(*args, **kwargs)
+
+    model.forward = without_positions
+    try:
+        with pytest.raises(
+            UserError, match=r"trainer.batching=packing needs a model that keeps the examples"
+        ):
+            check_examples_isolated(model, "sdpa", "packing")
+    finally:
+        del model.forward

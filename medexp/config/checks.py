@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config.errors import UserError, unknown_key_message
+from medexp.config.runtime import gradient_accumulation
 from medexp.config.stages import stage_configs
 from medexp.config.tree import missing_keys
 
@@ -195,6 +196,9 @@ def _validate_trainer(cfg: DictConfig) -> None:
         )
     if t.early_stopping_patience is not None:
         _positive(cfg, "trainer.early_stopping_patience", 3)
+    if t.get("effective_batch_size") is not None:
+        _positive(cfg, "trainer.effective_batch_size", 16)
+        gradient_accumulation(t)  # a multiple of batch_size x the launch's processes
 
 
 def _validate_dataset(cfg: DictConfig, key: str = "dataset") -> None:

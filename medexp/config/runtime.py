@@ -1,6 +1,10 @@
-"""What Hydra knows about the running command: multirun or not, and the overrides it was given."""
+"""What the running command is part of: a Hydra multirun and its overrides, a distributed launch and its rank."""
 
 from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig
 
 
 def in_multirun() -> bool:
@@ -15,3 +19,52 @@ def task_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+# --- distributed launches (torchrun, accelerate launch): read from the environment the launcher sets ----------
+def world_size() -> int:
+    """Processes in the launch (1 without a distributed launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the launch (or the only process): the one that tracks, writes reports and saves adapters."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def gradient_accumulation(trainer_cfg: DictConfig) -> int:
+    """trainer.gradient_accumulation_steps, or what trainer.effective_batch_size needs on this many processes."""
+    effective = trainer_cfg.get("effective_batch_size")
+    if effective is None:
+        return int(trainer_cfg.gradient_accumulation_steps)
+    from medexp.config.errors import UserError  # errors.py imports this module
+
+    per_step = int(trainer_cfg.batch_size) * world_size()
+    if effective % per_step:
+        raise UserError(
+            f"trainer.effective_batch_size={effective} is not a multiple of trainer.batch_size={trainer_cfg.batch_size} "
+            f"x {world_size()} processes = {per_step}, so no whole number of accumulation steps reaches it. Choose an "
+            f"effective batch that is (e.g. {max(1, round(effective / per_step)) * per_step}), change "
+            "trainer.batch_size, or launch a number of processes that divides it."
+        )
+    return effective // per_step
+
+
+def check_launch() -> None:
+    """A launch across nodes needs one run directory that every node names: refuse one that would make several."""
+    nodes_differ = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")) != os.environ.get(
+        "WORLD_SIZE", "1"
+    )
+    if not nodes_differ:
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    from medexp.config.errors import UserError
+
+    given = HydraConfig.get().overrides.hydra if HydraConfig.initialized() else []
+    if not any(o.startswith("hydra.run.dir=") for o in given):
+        raise UserError(
+            f"This launch spans several nodes ({world_size()} processes, {os.environ.get('LOCAL_WORLD_SIZE')} on "
+            "this one), and each node would make its own timestamped output directory. Give every node the same "
+            "directory on a shared filesystem: hydra.run.dir=/shared/outputs/<job name or id>."
+        )

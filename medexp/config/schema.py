@@ -102,6 +102,9 @@ class TrainerConfig:
     batch_size: int = MISSING  # sequences per device per forward pass
     eval_batch_size: int = MISSING  # sequences per device per evaluation pass
     gradient_accumulation_steps: int = MISSING  # forward passes per optimizer step
+    effective_batch_size: int | None = (
+        None  # sequences per optimizer step on any number of processes; sets accumulation
+    )
     eval_steps: int = MISSING  # evaluate and checkpoint every N optimizer steps
     logging_steps: int = MISSING  # log train_loss, learning_rate, grad_norm every N steps
     early_stopping_patience: int | None = (

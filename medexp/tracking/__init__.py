@@ -2,7 +2,7 @@
 Trainer callback (`medexp.tracking.callback`, imported where training needs it: it pulls in transformers)."""
 
 from medexp.tracking.client import absolute_uri, mlflow_client
-from medexp.tracking.run import MlflowTracker, Tracker, clean_tags, flatten, git_commit, start_run
+from medexp.tracking.run import MlflowTracker, Tracker, clean_tags, flatten, git_commit, run_tags, start_run
 
 __all__ = [
     "MlflowTracker",
@@ -12,5 +12,6 @@ __all__ = [
     "flatten",
     "git_commit",
     "mlflow_client",
+    "run_tags",
     "start_run",
 ]

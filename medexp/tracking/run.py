@@ -42,6 +42,30 @@ def git_commit(cwd: str | Path = ".") -> str | None:
     return out.stdout.strip() or None
 
 
+def run_tags(
+    cfg: DictConfig, stages: list, fingerprints: list[str], overrides: list[str]
+) -> dict[str, str | None]:
+    """A training run's tags: code version, base model, data (by stage) and its fingerprint, overrides, directory."""
+    import hashlib
+
+    commit = git_commit()
+    # the data fingerprint of a run: its one stage's, or a digest of the stages' in order
+    fingerprint = fingerprints[0] if len(fingerprints) == 1 else None
+    fingerprint = fingerprint or hashlib.sha256(" ".join(fingerprints).encode()).hexdigest()[:16]
+    tags = {
+        "mlflow.source.git.commit": commit,
+        "medexp.git_commit": commit,
+        "medexp.base_model": str(cfg.model.name_or_path),
+        "medexp.dataset": " -> ".join(str(s.dataset.path or s.dataset.name) for _, s in stages),
+        "medexp.dataset_fingerprint": fingerprint,
+        "medexp.overrides": " ".join(overrides) or None,
+        "medexp.output_dir": str(Path(cfg.paths.output_dir).resolve()),
+    }
+    if len(stages) > 1:
+        tags["medexp.stages"] = " -> ".join(name for name, _ in stages)
+    return tags
+
+
 class Tracker:
     """What a run logs to. This base class logs nothing: it is the `tracking=none` tracker."""
 
@@ -142,7 +166,11 @@ def start_run(
     The run is named `tracking.run_name` when set, else `run_name`, else by MLflow. With `parent`, it is a
     child run of that one (named `run_name`), as a training stage is. With `resume` (a run id), that existing
     run is reopened instead: RUNNING again, its metrics continued without repeating a logged step."""
-    if not tracking_cfg.enabled:
+    from medexp.config.runtime import is_main_process
+
+    if (
+        not tracking_cfg.enabled or not is_main_process()
+    ):  # torchrun / accelerate: rank 0 alone talks to MLflow
         yield Tracker()
         return
 

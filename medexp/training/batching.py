@@ -57,3 +57,35 @@ def choose_batching(trainer_cfg: DictConfig, model_cfg: DictConfig, cuda: bool) 
         f"auto: {attention} on {where} pays for a dense block mask in padding-free batches; "
         "length-grouped batches are the fastest measured there",
     )
+
+
+def check_examples_isolated(model, attention: str, mode: str) -> None:
+    """Padding-free and packed batches rely on the model building a block-diagonal mask from position_ids
+    (transformers' own Llama-family code does; remote code or an older architecture may not). Check it on two
+    made-up 8-token sequences before training: the second one's logits must be the same alone as behind the first.
+    """
+    import torch
+
+    from medexp.config import UserError
+
+    was_training = model.training
+    model.eval()  # no LoRA dropout: both passes must compute the same function
+    try:
+        device = next(model.parameters()).device
+        first, second = torch.arange(3, 11, device=device)[None], torch.arange(11, 19, device=device)[None]
+        positions = torch.arange(8, device=device).repeat(2)[None]
+        with torch.no_grad():  # use_cache=False as the Trainer runs it: a cache turns the block mask off
+            alone = model(input_ids=second, use_cache=False).logits[0].float()
+            joined = model(input_ids=torch.cat([first, second], 1), position_ids=positions, use_cache=False)
+            joined = joined.logits[0, 8:].float()
+    finally:
+        model.train(was_training)
+    # 2% of the logits' scale: far above bf16 rounding, far below what attending to another example changes
+    if (joined - alone).abs().max() > 0.02 * alone.abs().max():
+        raise UserError(
+            f"trainer.batching={mode} needs a model that keeps the examples of a concatenated batch apart, and this "
+            f"one ({type(model).__name__} with attn_implementation={attention}) lets them attend to each other: "
+            "training would mix examples. Use trainer.batching=group_by_length (or padded), or a model whose "
+            "attention builds its mask from position_ids (transformers' Llama-family models with sdpa, eager, flex "
+            "or flash attention)."
+        )

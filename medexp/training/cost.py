@@ -10,6 +10,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from medexp.config.runtime import world_size
+
 
 class BatchCounter:
     """Wraps a data collator: counts the tokens of each training batch (what the model computes on) and how
@@ -68,7 +70,8 @@ class CostCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.counter.active = False
         wall = time.perf_counter() - self._start
-        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        # the launcher's process count (torchrun / accelerate launch), 1 otherwise
+        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size()
         self.tracker.log_metrics(
             {
                 "train/wall_time_s": wall,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -116,6 +117,8 @@ def load_base_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str)
     }
     if lora_cfg.quantization is not None:
         kwargs["quantization_config"] = _quantization_config(lora_cfg.quantization)
+        if "LOCAL_RANK" in os.environ:  # data parallel: each process's 4-bit copy on its own GPU
+            kwargs["device_map"] = {"": int(os.environ["LOCAL_RANK"])}
     try:
         with library_bars_off():  # transformers' "Loading weights" bar: a second or two, then gone
             return AutoModelForCausalLM.from_pretrained(

@@ -115,7 +115,11 @@ def _read_run(run_dir: Path, address: str) -> Resumption:
 
 def _refuse_live_process(record: dict, run_dir: Path) -> None:
     """Two processes writing one run's checkpoints would corrupt them: refuse while the recorded one lives."""
+    from medexp.config.runtime import is_main_process
+
     pid = record.get("pid")
+    if not is_main_process():
+        return  # rank 0 of the same launch may already have rewritten run.json with its own pid
     if not pid or record.get("host") != socket.gethostname() or pid == os.getpid() or record.get("finished"):
         return
     try:
@@ -132,8 +136,11 @@ def _refuse_live_process(record: dict, run_dir: Path) -> None:
 def record_run(output_dir: Path, run_id: str | None, tracking_cfg: DictConfig, **extra: object) -> None:
     """run.json: lets source=/resume= find the run's MLflow run from its directory, and resume= know its state
     (`finished=True, metrics=...` once the run is complete)."""
+    from medexp.config.runtime import is_main_process
     from medexp.tracking.client import absolute_uri
 
+    if not is_main_process():
+        return
     record = {
         "run_id": run_id,
         "tracking_uri": absolute_uri(str(tracking_cfg.uri)) if run_id else None,

@@ -80,6 +80,7 @@ def run_stage(
 def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracker: Any) -> StageOutcome:
     """Log the stage's data report, evaluate its starting point, train, evaluate the best checkpoint, save the
     adapter into the stage's output dir and log it. A resumed stage continues from its last checkpoint."""
+    from medexp.config.runtime import is_main_process
     from medexp.data import sources
     from medexp.data.report import log_data_report
     from medexp.tracking.callback import MetricsCallback
@@ -90,16 +91,17 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     from medexp.training.trainer import build_trainer
 
     cfg = stage.cfg
+    main_process = is_main_process()  # under torchrun / accelerate, rank 0 alone writes files and draws bars
     checkpoint = last_checkpoint(stage.output_dir / "checkpoints") if stage.resume else None
     if checkpoint is not None:
         check_checkpoint(checkpoint, cfg)
         log.info("resuming %s from %s", stage.name or "training", checkpoint)
-    else:
+    elif main_process:
         log_data_report(tracker, stage.data, sources(cfg), stage.output_dir / "data")
-    progress = TrainProgress(f"train {stage.name}" if stage.name else "train")
-    trainer = build_trainer(
-        cfg, model, tokenizer, stage.data, stage.output_dir, precision, [MetricsCallback(tracker), progress]
-    )
+    callbacks = [MetricsCallback(tracker)]
+    if main_process:
+        callbacks.append(TrainProgress(f"train {stage.name}" if stage.name else "train"))
+    trainer = build_trainer(cfg, model, tokenizer, stage.data, stage.output_dir, precision, callbacks)
     trainer.data_collator = counter = BatchCounter(trainer.data_collator)  # the padding the batches carry
     trainer.add_callback(CostCallback(counter, tracker))
     metrics: dict[str, float] = {}
@@ -119,14 +121,15 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     # eval_loss is already a per-step curve in the run; the returned value is its best point.
     metrics["eval_loss"] = best if best is not None else trainer.evaluate()["eval_loss"]
 
-    adapter_dir = stage.output_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)  # adapter weights only, as safetensors
-    tokenizer.save_pretrained(adapter_dir)
-    if cfg.tracking.get("log_adapter", False):
-        tracker.log_artifacts(adapter_dir, "adapter")
     curves = {
         name: [(h["step"], h[key]) for h in trainer.state.log_history if key in h]
         for name, key in (("train_loss", "loss"), ("eval_loss", "eval_loss"))
     }
-    write_stage_record(stage.output_dir, metrics, trainer.state.global_step, curves)  # this stage is done
+    if main_process:
+        adapter_dir = stage.output_dir / "adapter"
+        trainer.model.save_pretrained(adapter_dir)  # adapter weights only, as safetensors
+        tokenizer.save_pretrained(adapter_dir)
+        if cfg.tracking.get("log_adapter", False):
+            tracker.log_artifacts(adapter_dir, "adapter")
+        write_stage_record(stage.output_dir, metrics, trainer.state.global_step, curves)  # this stage is done
     return StageOutcome(metrics, trainer.model, trainer.state.global_step, curves)

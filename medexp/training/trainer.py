@@ -19,12 +19,15 @@ def build_trainer(
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from medexp.config.runtime import gradient_accumulation
     from medexp.console import library_bars_off
-    from medexp.training.batching import choose_batching
+    from medexp.training.batching import check_examples_isolated, choose_batching
 
     t = cfg.trainer
     batching = choose_batching(t, cfg.model, cuda=torch.cuda.is_available())
     log.info("precision %s, batching %s (%s)", precision, batching.mode, batching.reason)
+    if batching.mode in ("padding_free", "packing"):
+        check_examples_isolated(model, str(cfg.model.attn_implementation), batching.mode)
     args = SFTConfig(
         output_dir=str(output_dir / "checkpoints"),
         seed=cfg.seed,
@@ -38,7 +41,9 @@ def build_trainer(
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_accumulation_steps=gradient_accumulation(
+            t
+        ),  # from trainer.effective_batch_size when it is set
         eval_strategy="steps",
         eval_steps=t.eval_steps,
         save_strategy="steps",
@@ -57,6 +62,9 @@ def build_trainer(
         optim=t.optim,
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # without a GPU: says so to accelerate, which then runs a torchrun launch as CPU data parallel (gloo)
+        # instead of N independent copies of the run
+        use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
         prediction_loss_only=True,  # evaluation needs the loss only, not the logits
         include_num_input_tokens_seen="non_padding",
         report_to="none",  # medexp's own MetricsCallback logs to MLflow
