@@ -80,6 +80,7 @@ def _mlflow_runs(cwd: Path) -> list:
     return client, client.search_runs([experiment.experiment_id])
 
 
+@pytest.mark.slow  # ~75 s: a CLI run killed, then resumed; test_stages resumes a staged run in the default suite
 def test_kill_9_after_the_first_checkpoint_then_resume(tmp_path, cli_smoke):
     """The README's smoke run, killed with SIGKILL once checkpoint-10 is on disk, resumed by its directory: it ends
     at step 40 in the same MLflow run (FINISHED, no step logged twice) with the uninterrupted run's eval_loss."""

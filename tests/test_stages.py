@@ -10,6 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
+from medexp.tracking import git_commit
 from medexp.train import train
 from tests.helpers import compose_config
 
@@ -43,6 +44,12 @@ def test_each_stage_is_a_child_run_of_the_run(staged):
     parent = next(r for r in runs if r.info.run_id == result.run_id)
     children = sorted((r for r in runs if r is not parent), key=lambda r: r.info.run_name)
     assert parent.info.status == "FINISHED" and parent.data.tags["medexp.stages"] == "first -> second"
+    commit = git_commit()  # launched from the repository (None only in a source tree without git)
+    assert (
+        parent.data.tags.get("medexp.git_commit")
+        == commit
+        == parent.data.tags.get("mlflow.source.git.commit")
+    )
     assert [c.info.run_name for c in children] == ["stage_1_first", "stage_2_second"]
     for child, name in zip(children, ["first", "second"], strict=True):
         assert child.info.status == "FINISHED"

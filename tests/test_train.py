@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from medexp.tracking import git_commit
 from medexp.train import train
 from tests.helpers import TINY_MODEL, compose_config, run_cli
 
@@ -19,14 +20,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("smoke")
-    cfg = compose_config(["experiment=smoke"], tmp)
-    result = train(cfg)
-    client = MlflowClient(cfg.tracking.uri)
+def smoke(cli_smoke):
+    """The README's CLI smoke run (`python -m medexp.train experiment=smoke`, shared with test_console and
+    test_resume), read back from what it left: its config.yaml, run.json and MLflow store."""
+    _, cwd = cli_smoke
+    (run_dir,) = [p.parent for p in cwd.glob("outputs/*/*/run.json")]
+    record = json.loads((run_dir / "run.json").read_text())
+    result = SimpleNamespace(
+        run_id=record["run_id"],
+        metrics=record["metrics"],
+        output_dir=run_dir,
+        adapter_dir=run_dir / "adapter",
+    )
+    client = MlflowClient(record["tracking_uri"])
     experiment = client.get_experiment_by_name("medexp-smoke")
     runs = client.search_runs([experiment.experiment_id])
-    return cfg, result, client, runs
+    return OmegaConf.load(run_dir / "config.yaml"), result, client, runs
 
 
 def test_one_finished_run(smoke):
@@ -125,19 +134,24 @@ def test_tags(smoke):
     assert tags["medexp.base_model"] == str(TINY_MODEL)
     assert len(tags["medexp.dataset_fingerprint"]) == 16
     assert tags["medexp.output_dir"] == str(Path(cfg.paths.output_dir).resolve())
-    commit = git_commit()
-    if commit is None:
-        assert "medexp.git_commit" not in tags
-    else:
-        assert tags["medexp.git_commit"] == commit == tags["mlflow.source.git.commit"]
+    assert "medexp.git_commit" not in tags  # launched from a temp directory outside any git repository
+    assert tags["medexp.overrides"] == "experiment=smoke"
 
 
-def test_adapter_weights_changed_and_base_weights_did_not(smoke):
+def test_adapter_weights_changed_and_base_weights_did_not(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from medexp.training.model import base_state
 
-    _, result, _, _ = smoke
+    short = [
+        "experiment=smoke",
+        "trainer.max_steps=5",
+        "trainer.eval_steps=5",
+        "eval.generation.enabled=false",
+    ]
+    result = train(
+        compose_config(short, tmp_path)
+    )  # in-process, so the trained model itself can be inspected
     saved = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
     assert saved and all("lora_" in name for name in saved)  # the adapter holds no base weights
     lora_b = [t for name, t in saved.items() if "lora_B" in name]
