@@ -16,8 +16,10 @@ Model: SmolLM-135M's shape with `--layers` layers, randomly initialised (fixed s
 with the embedded tiny model's tokenizer. Data: rows built from the embedded MedQuAD sample whose question +
 answer word counts follow MedQuAD's length mix, read through medexp's `dataset=file` (its own cleaning and chat
 formatting); the TRL scripts get the same conversations (medexp.data.prepare.chat_messages). The training set
-holds exactly (warm-up + timed steps) x batch rows, so the unpacked variants train on exactly the same examples,
-each once.
+holds 200 x batch rows (--train-rows), more than the steps train on, so each example is seen at most once: as
+many as transformers' length-grouped sampler needs for its full 50 x batch mega-batches (it shrinks them to a
+quarter of the data on smaller sets, which would leave a third of a grouped batch padding instead of the <3% a
+real MedQuAD-sized set gets).
 
 Per variant it prints the non-padding tokens trained per second (the real tokens of the batches the timed steps
 trained on, counted by wrapping the trainer's data collator, over the wall time from the end of the last warm-up
@@ -134,6 +136,7 @@ def run_child(variant: str, args: argparse.Namespace, work: Path) -> dict:
         str(result),
         *(f"--layers={args.layers}", f"--vocab={args.vocab}", f"--steps={args.steps}"),
         f"--warmup-steps={args.warmup_steps}",
+        f"--train-rows={args.train_rows}",
         *(f"--batch-size={args.batch_size}", f"--seed={args.seed}", f"--attn={args.attn}"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **OFFLINE}, cwd=ROOT)
@@ -222,6 +225,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     parser.add_argument("--warmup-steps", type=int, default=3, help="optimizer steps before timing (>= 1)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--train-rows", type=int, default=None, help="training set size (default 200 x batch)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--attn", default="sdpa", help="attn_implementation of every variant")
     parser.add_argument("--out", type=Path, default=None, help=f"the JSON report (default {DEFAULT_OUT})")
@@ -242,7 +248,10 @@ def main() -> None:
         parser.error("--steps and --warmup-steps must be at least 1")
     out = args.out if args.out is not None or args.quick else DEFAULT_OUT
 
-    train_rows = (args.warmup_steps + args.steps) * args.batch_size
+    train_rows = max(
+        (args.warmup_steps + args.steps) * args.batch_size, args.train_rows or 200 * args.batch_size
+    )
+    args.train_rows = train_rows
     with tempfile.TemporaryDirectory(prefix="medexp-throughput-") as tmp:
         work = Path(tmp)
         # medexp holds out ~5% for validation (by question) and may drop duplicates: generate enough to spare.
@@ -374,8 +383,8 @@ def quantiles(values: list[int]) -> dict[str, float]:
 
 
 def prepared(args: argparse.Namespace, cfg):
-    """medexp's own reading, cleaning, chat formatting and split of the file; the first rows of its (shuffled)
-    training split, exactly (warm-up + timed steps) x batch of them."""
+    """medexp's own reading, cleaning, chat formatting and split of the file; the first --train-rows rows of its
+    (shuffled) training split."""
     from medexp.config import validate
     from medexp.data import load_pairs, prepare_data
     from medexp.training.model import load_tokenizer
@@ -383,7 +392,7 @@ def prepared(args: argparse.Namespace, cfg):
     validate(cfg)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(load_pairs(cfg.dataset), cfg.dataset, tokenizer, cfg.seed)
-    n = (args.warmup_steps + args.steps) * args.batch_size
+    n = args.train_rows
     if len(data.train) < n:
         raise SystemExit(f"only {len(data.train)} training rows, {n} needed")
     # With one source of weight 1, train_pairs are the train split's rows in the same order.

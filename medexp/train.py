@@ -60,10 +60,11 @@ def train(cfg: DictConfig) -> RunResult:
     from medexp.config import stage_configs
     from medexp.data import load_mixture, load_pairs, prepare_data
     from medexp.evaluation.suites import check_inputs
+    from medexp.training.preflight import preflight
 
     check_inputs(cfg.eval)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    preflight(cfg.tracking, cfg.model, output_dir)  # store, output folder, offline model: in seconds
 
     # Read + find columns + drop empty rows for every source: bad data fails before any model is loaded.
     stages = stage_configs(cfg)  # [("", cfg)] for a plain run; one config per stage otherwise

@@ -138,3 +138,66 @@ def test_resume_of_a_finished_run_in_process(tmp_path, cli_smoke):
     (run_dir,) = [p.parent for p in smoke_dir.glob("outputs/*/*/run.json")]
     result = train(compose_config([f"resume={run_dir}"], tmp_path))
     assert result.output_dir == run_dir.resolve() and result.metrics["eval_loss"] > 0
+
+
+def test_sigterm_saves_a_checkpoint_ends_killed_and_resumes(tmp_path, monkeypatch):
+    """SIGTERM during training (sent at step 5, between two checkpoints): the step finishes, checkpoint-5 is
+    saved, the MLflow run ends KILLED; resume= continues it from step 5 to FINISHED in the same run."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from medexp.config import Stopped
+    from medexp.train import train
+    from medexp.training import stopping
+
+    step_end = stopping.GracefulStop.on_step_end
+
+    def sigterm_at_step_5(self, args, state, control, **kwargs):
+        if state.global_step == 5 and self.received is None:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled right here, in the main thread
+        return step_end(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(stopping.GracefulStop, "on_step_end", sigterm_at_step_5)
+    short = [
+        "experiment=smoke",
+        "trainer.max_steps=8",
+        "trainer.eval_steps=4",
+        "eval.generation.enabled=false",
+    ]
+    cfg = compose_config(short, tmp_path)
+    with pytest.raises(Stopped, match=r"SIGTERM at step 5: checkpoint saved in"):
+        train(cfg)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are gone with the training
+    run_dir = Path(cfg.paths.output_dir)
+    assert last_checkpoint(run_dir / "checkpoints").name == "checkpoint-5"
+    client = MlflowClient(cfg.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("medexp-smoke").experiment_id])
+    assert run.info.status == "KILLED"
+
+    monkeypatch.undo()
+    result = train(compose_config([f"resume={run_dir}"], tmp_path))
+    run = client.get_run(run.info.run_id)
+    assert result.run_id == run.info.run_id and run.info.status == "FINISHED"
+    evals = sorted(m.step for m in client.get_metric_history(run.info.run_id, "eval_loss"))
+    assert evals == sorted(set(evals)) and evals[-1] == 8
+
+
+def test_a_stopped_command_says_how_to_resume_and_exits_128_plus_the_signal(capsys):
+    from omegaconf import OmegaConf
+
+    from medexp.config import Stopped
+    from medexp.config.errors import _stopped
+
+    cfg = OmegaConf.create({"resume": None, "paths": {"output_dir": "/runs/a"}})
+    with pytest.raises(SystemExit) as exit_:
+        _stopped(Stopped("SIGTERM at step 5: checkpoint saved in /runs/a/checkpoints", 15), cfg)
+    assert exit_.value.code == 143
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "medexp: stopped: SIGTERM at step 5: checkpoint saved in /runs/a/checkpoints. "
+        "Continue it with: python -m medexp.train resume=/runs/a"
+    )
+    with pytest.raises(SystemExit) as exit_:  # Ctrl-C before training: no checkpoint, nothing to resume
+        _stopped(KeyboardInterrupt(), cfg)
+    assert exit_.value.code == 130 and capsys.readouterr().err.strip() == "medexp: stopped: interrupted."

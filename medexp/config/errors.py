@@ -31,6 +31,15 @@ def exit_with(err: BaseException | str, status: int = EXIT_USER_ERROR) -> None:
     sys.exit(status)
 
 
+class Stopped(KeyboardInterrupt):
+    """Training stopped by a signal (Ctrl-C, SIGTERM) after saving a checkpoint: the run ends KILLED, and the
+    command exits 128 + the signal number after saying how to resume."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
+
 def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:
     """`hydra.main` for medexp's commands, plus the one exit path for bad input.
 
@@ -51,6 +60,12 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
                 if in_multirun():
                     raise
                 exit_with(err)
+            except (
+                KeyboardInterrupt
+            ) as err:  # Ctrl-C / SIGTERM: one line, the run's status already says KILLED
+                if in_multirun():
+                    raise
+                _stopped(err, cfg)
             except _interpolation_errors() as err:
                 if in_multirun():
                     raise
@@ -73,6 +88,8 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 return hydra_main()
+            except KeyboardInterrupt as err:  # in a sweep: the trial's run already ended KILLED
+                _stopped(err, None)
             except _config_errors() as err:
                 if started:  # raised by the command's own code, not by composing the config: a bug to see
                     raise
@@ -84,6 +101,22 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
         return main
 
     return decorate
+
+
+def _stopped(err: KeyboardInterrupt, cfg: Any) -> None:
+    """Ctrl-C / SIGTERM: one line (with the resume command when a checkpoint was saved), exit 128 + signal."""
+    import signal
+
+    signum = err.signum if isinstance(err, Stopped) else int(signal.SIGINT)
+    what = str(err) or "interrupted"
+    run = None
+    if cfg is not None:  # a resume's own run, not the resuming command's new folder
+        run = cfg.get("resume") or cfg.get("paths", {}).get("output_dir")
+    hint = (
+        f" Continue it with: python -m medexp.train resume={run}" if isinstance(err, Stopped) and run else ""
+    )
+    print(f"medexp: stopped: {what}.{hint}", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 def _config_errors() -> tuple[type[BaseException], ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
@@ -30,6 +31,27 @@ def _load_error(model_cfg: DictConfig, err: Exception) -> UserError:
         "by save_pretrained, a model already in the Hugging Face cache, or a hub id reachable from here "
         "(HF_HUB_OFFLINE=1 only reads the cache). model=tiny needs no network."
     )
+
+
+def check_offline_model(model_cfg: DictConfig) -> None:
+    """With HF_HUB_OFFLINE=1, a hub id must already be in the Hugging Face cache: say so in seconds, before the
+    data is read, instead of failing at load time. Local directories are checked by medexp.config's validate."""
+    name = str(model_cfg.name_or_path)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline or Path(name).expanduser().is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json", revision=model_cfg.revision)
+    except ValueError:  # not a valid repo id at all
+        cached = None
+    if not isinstance(cached, str):
+        raise UserError(
+            f"model.name_or_path={name!r} is not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids "
+            f"downloading it. Download it once where the Hub is reachable (huggingface-cli download {name}), "
+            "point model.name_or_path at a local directory written by save_pretrained, or use model=tiny."
+        )
 
 
 def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:

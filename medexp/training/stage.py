@@ -88,6 +88,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     from medexp.training.held_out import held_out_metrics
     from medexp.training.progress import TrainProgress
     from medexp.training.resume import check_checkpoint, last_checkpoint, write_stage_record
+    from medexp.training.stopping import GracefulStop
     from medexp.training.trainer import build_trainer
 
     cfg = stage.cfg
@@ -112,8 +113,13 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
         trainer.evaluate()  # eval_loss at step 0: the curve starts at the base model or the previous stage
     if stage.trial is not None:  # added after the base evaluation: only trained steps are reported
         trainer.add_callback(stage.trial.callback())
-    # From a checkpoint: its adapter, optimizer, scheduler, RNG state and data position (seen batches skipped).
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    # Ctrl-C / SIGTERM: finish the step, save a checkpoint, end KILLED with how to resume
+    stop = GracefulStop()
+    trainer.add_callback(stop)
+    with stop:
+        # From a checkpoint: its adapter, optimizer, scheduler, RNG state and data position (seen batches skipped).
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    stop.raise_if_stopped(trainer.state.global_step, str(stage.output_dir / "checkpoints"))
 
     best = trainer.state.best_metric  # best eval_loss over the stage; its checkpoint is now loaded
     metrics.update(held_out_metrics(trainer, cfg.eval.metrics))

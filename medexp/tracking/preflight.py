@@ -1,0 +1,79 @@
+"""Check, in seconds and before anything heavy loads, that the tracking store a command will log to can be used.
+
+- `sqlite:///path`: the database's folder can be created and written (and the file, when it exists, written);
+- `http(s)://host:port`: a server answers `GET /health` within `SERVER_TIMEOUT_S`, instead of the
+  minutes MLflow's own HTTP retries take against a server that is not there;
+- a file store (`file:...` or a bare path): refused, MLflow 3 no longer writes one; the SQLite form is named;
+- anything else (databricks, postgresql://, ...): left to MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from medexp.config import UserError
+
+SERVER_TIMEOUT_S = 5.0  # a healthy server on a LAN answers /health in milliseconds; 5 s allows a busy one
+
+
+def check_store(tracking_cfg: DictConfig) -> None:
+    """UserError (one paragraph) when `tracking.uri` cannot be logged to; nothing when tracking is off."""
+    if not tracking_cfg.enabled:
+        return
+    uri = str(tracking_cfg.uri)
+    if uri.startswith("sqlite:///"):
+        _check_sqlite(uri)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("file:") or "://" not in uri:
+        raise UserError(
+            f"tracking.uri={uri} is a file store, which MLflow 3 no longer writes. Use a SQLite database in that "
+            f"folder instead: tracking.uri=sqlite:///{_path_of(uri)}/mlflow.db (or tracking=none to log nothing)."
+        )
+
+
+def _path_of(uri: str) -> str:
+    return uri.removeprefix("file://").removeprefix("file:").rstrip("/") or "mlruns"
+
+
+def _check_sqlite(uri: str) -> None:
+    path = Path(uri.removeprefix("sqlite:///"))
+    if str(path) in ("", ":memory:"):
+        return
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"tracking.uri={uri}: the folder {folder} for the MLflow database cannot be created ({err.strerror}). "
+            "Point tracking.uri at a writable place, e.g. tracking.uri=sqlite:///mlruns/mlflow.db, or use "
+            "tracking=none."
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(
+            f"tracking.uri={uri}: {path if path.exists() else folder} is not writable by this user, so no run "
+            "could be recorded. Point tracking.uri at a writable place (e.g. tracking.uri=sqlite:///mlruns/mlflow.db) "
+            "or fix the permissions."
+        )
+
+
+def _check_server(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=SERVER_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # something answers (a proxy asking for credentials, say): MLflow's own errors say the rest
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        reason = f"{getattr(err, 'reason', err)}"
+        raise UserError(
+            f"tracking.uri={uri}: no MLflow server answers there within {SERVER_TIMEOUT_S:.0f} s ({reason}). Start "
+            "it (mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlruns/mlflow.db), fix "
+            "the address, or log locally with tracking.uri=sqlite:///mlruns/mlflow.db."
+        ) from None

@@ -1,0 +1,39 @@
+"""What `medexp.train` checks before reading data or loading a model, so that a run that cannot finish fails in
+seconds with one paragraph: the tracking store answers and can be written, the output folder can be written, the
+base model is reachable (from the cache when HF_HUB_OFFLINE=1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from medexp.config import UserError
+
+
+def preflight(tracking_cfg: DictConfig, model_cfg: DictConfig, output_dir: Path) -> None:
+    from medexp.tracking.preflight import check_store
+    from medexp.training.model import check_offline_model
+
+    check_store(tracking_cfg)
+    check_writable(output_dir, "paths.output_dir")
+    check_offline_model(model_cfg)
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Create `folder` (and its parents) and make sure files can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".medexp_write_check_{os.getpid()}"  # per process: ranks check at once
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(
+            f"{key}={folder}: cannot write there ({err.strerror or err}). Run from a folder you can write to, or "
+            f"set paths.output_root=<a writable folder>."
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(
+            f"{key}={folder} is not writable by this user; set paths.output_root=<a writable folder>."
+        )
