@@ -1,6 +1,6 @@
 """Check, in seconds and before anything heavy loads, that the tracking store a command will log to can be used.
 
-- `sqlite:///path`: the database's folder can be created and written (and the file, when it exists, written);
+- `sqlite:///path`: the database's folder exists or can be created (checked, not created), and is writable;
 - `http(s)://host:port`: a server answers `GET /health` within `SERVER_TIMEOUT_S`, instead of the
   minutes MLflow's own HTTP retries take against a server that is not there;
 - a file store (`file:...` or a bare path): refused, MLflow 3 no longer writes one; the SQLite form is named;
@@ -44,17 +44,20 @@ def _check_sqlite(uri: str) -> None:
     if str(path) in ("", ":memory:"):
         return
     folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
+    existing = folder
+    while (
+        not existing.exists() and existing != existing.parent
+    ):  # checked, not created: nothing is left behind
+        existing = existing.parent
+    if not existing.is_dir():
         raise UserError(
-            f"tracking.uri={uri}: the folder {folder} for the MLflow database cannot be created ({err.strerror}). "
-            "Point tracking.uri at a writable place, e.g. tracking.uri=sqlite:///mlruns/mlflow.db, or use "
+            f"tracking.uri={uri}: the folder {folder} for the MLflow database cannot be created ({existing} is a "
+            "file). Point tracking.uri at a writable place, e.g. tracking.uri=sqlite:///mlruns/mlflow.db, or use "
             "tracking=none."
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        )
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(
-            f"tracking.uri={uri}: {path if path.exists() else folder} is not writable by this user, so no run "
+            f"tracking.uri={uri}: {path if path.exists() else existing} is not writable by this user, so no run "
             "could be recorded. Point tracking.uri at a writable place (e.g. tracking.uri=sqlite:///mlruns/mlflow.db) "
             "or fix the permissions."
         )
