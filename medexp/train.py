@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> RunResult:
     from medexp.sweep.trial import connect_trial
     from medexp.tracking import flatten, run_tags, start_run
     from medexp.training.model import load_model, load_tokenizer, resolve_precision
-    from medexp.training.resume import read_run_record, record_run
+    from medexp.training.resume import record_run
     from medexp.training.stage import Stage, run_stage
 
     precision = resolve_precision(cfg.trainer.precision)
@@ -96,7 +96,7 @@ def train(cfg: DictConfig) -> RunResult:
     if trial is not None:
         tags |= trial.run_tags()
     run_name = f"trial_{trial.number}" if trial is not None else None
-    resume_id = (read_run_record(output_dir) or {}).get("run_id") if resuming else None
+    resume_id = found.run_id if resuming else None  # run.json as find_run read it
     with start_run(cfg.tracking, tags, run_name, resume=resume_id) as tracker:
         # Lets `source=`/`resume=` find the run again from its output dir (medexp.evaluate, export, ...).
         record_run(output_dir, tracker.run_id, cfg.tracking)

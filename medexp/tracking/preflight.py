@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from medexp.config import UserError
+from medexp.tracking.dblock import sqlite_path
 
 SERVER_TIMEOUT_S = 5.0  # a healthy server on a LAN answers /health in milliseconds; 5 s allows a busy one
 
@@ -24,7 +24,7 @@ def check_store(tracking_cfg: DictConfig) -> None:
     if not tracking_cfg.enabled:
         return
     uri = str(tracking_cfg.uri)
-    if uri.startswith("sqlite:///"):
+    if sqlite_path(uri) is not None:
         _check_sqlite(uri)
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
@@ -40,7 +40,7 @@ def _path_of(uri: str) -> str:
 
 
 def _check_sqlite(uri: str) -> None:
-    path = Path(uri.removeprefix("sqlite:///"))
+    path = sqlite_path(uri)
     if str(path) in ("", ":memory:"):
         return
     folder = path.parent

@@ -50,8 +50,10 @@ def run_tags(
 
     commit = git_commit()
     # the data fingerprint of a run: its one stage's, or a digest of the stages' in order
-    fingerprint = fingerprints[0] if len(fingerprints) == 1 else None
-    fingerprint = fingerprint or hashlib.sha256(" ".join(fingerprints).encode()).hexdigest()[:16]
+    if len(fingerprints) == 1:
+        fingerprint = fingerprints[0]
+    else:
+        fingerprint = hashlib.sha256(" ".join(fingerprints).encode()).hexdigest()[:16]
     tags = {
         "mlflow.source.git.commit": commit,
         "medexp.git_commit": commit,
@@ -130,8 +132,8 @@ class MlflowTracker(Tracker):
             self.client.log_inputs(self.run_id, datasets=inputs)
 
 
-def _reopen(client: Any, run_id: str, uri: str) -> tuple[str, dict[str, int]]:
-    """Mark a run RUNNING again; return it with the last step each of its metrics reached."""
+def _reopen(client: Any, run_id: str, uri: str) -> dict[str, int]:
+    """Mark a run RUNNING again; return the last step each of its metrics reached."""
     from mlflow.exceptions import MlflowException
 
     from medexp.config import UserError
@@ -146,7 +148,7 @@ def _reopen(client: Any, run_id: str, uri: str) -> tuple[str, dict[str, int]]:
     logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
     client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "medexp.resumed", str(int(run.data.tags.get("medexp.resumed", "0")) + 1))
-    return run_id, logged
+    return logged
 
 
 def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
@@ -176,7 +178,7 @@ def start_run(
 
     client, experiment_id = mlflow_client(tracking_cfg)
     if resume is not None:
-        run_id, logged = _reopen(client, resume, str(tracking_cfg.uri))
+        run_id, logged = resume, _reopen(client, resume, str(tracking_cfg.uri))
     else:
         if parent is not None:
             tags = {**tags, "mlflow.parentRunId": parent.run_id}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from medexp.config import UserError
+from medexp.training.source import RUN_ID, read_run_config
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 RUN_RECORD = "run.json"
 STAGE_RECORD = "stage.json"
 FORMS = (
@@ -57,7 +56,7 @@ def find_run(address: str, tracking_uri: str, overrides: list[str]) -> Resumptio
     path = Path(address).expanduser()
     if path.exists():
         run_dir = path
-    elif RUN_ID.fullmatch(address):
+    elif RUN_ID.fullmatch(address):  # the same run-id form source= takes
         run_dir = _output_dir_of(address, tracking_uri)
     else:
         raise UserError(f"resume={address!r} is neither an existing directory nor an MLflow run id. {FORMS}")
@@ -91,8 +90,6 @@ def _output_dir_of(run_id: str, tracking_uri: str) -> Path:
 
 
 def _read_run(run_dir: Path, address: str) -> Resumption:
-    from medexp.training.source import read_run_config
-
     config_path, record_path = run_dir / "config.yaml", run_dir / RUN_RECORD
     if not run_dir.is_dir() or not config_path.is_file() or not record_path.is_file():
         raise UserError(

@@ -10,7 +10,6 @@ data split and system prompt) and, where there is one, the MLflow run to log int
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +74,9 @@ def _from_directory(path: Path) -> TrainedModel:
             "base model, data split and system prompt are unknown. Use the run's output directory as medexp "
             "wrote it, or the run id."
         )
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    from medexp.training.resume import read_run_record
+
+    run = read_run_record(run_dir) or {}
     return TrainedModel(adapter_dir, read_run_config(config_path), run.get("run_id"), run.get("tracking_uri"))
 
 
