@@ -89,6 +89,20 @@ def test_effective_batch_size_must_divide_over_the_processes(tmp_path, monkeypat
     assert "e.g. 48" in message
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.effective_batch_size=0", "trainer.effective_batch_size must be positive, got 0"),
+        ("trainer.effective_batch_size=-32", "trainer.effective_batch_size must be positive, got -32"),
+        ("trainer.effective_batch_size=many", "Wrong value for trainer.effective_batch_size"),
+        ("tracking.system_metrics_interval=0", "tracking.system_metrics_interval must be positive, got 0"),
+        ("tracking.system_metrics_interval=-5", "tracking.system_metrics_interval must be positive, got -5"),
+    ],
+)
+def test_bad_values_of_the_new_options_are_named(tmp_path, override, message):
+    assert message in config_error(["experiment=smoke", override], tmp_path)
+
+
 def test_effective_batch_size_sets_the_accumulation(make_cfg, monkeypatch):
     from medexp.config.runtime import gradient_accumulation
 

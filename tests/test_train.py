@@ -190,6 +190,11 @@ BAD_INPUT = [
     (["dataset=file", "dataset.path=COLUMNS"], "Could not find an answer column. Columns found: 'q', 'resp'"),
     (["model.name_or_path=/no/such/model"], "looks like a local path but no such directory exists"),
     (["lora=qlora"], "pip install 'medexp[qlora]'"),
+    (
+        ["trainer.effective_batch_size=24"],
+        "trainer.effective_batch_size=24 is not a multiple of trainer.batch_size=16",
+    ),
+    (["tracking.system_metrics_interval=-1"], "tracking.system_metrics_interval must be positive, got -1"),
 ]
 
 

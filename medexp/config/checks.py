@@ -79,6 +79,10 @@ def validate(cfg: DictConfig) -> None:
     for name in cfg.get("mixture") or {}:
         _validate_dataset(cfg, f"mixture.{name}")
     _validate_eval(cfg)
+    if cfg.tracking.get("system_metrics_interval") is not None:
+        _positive(
+            cfg, "tracking.system_metrics_interval", 10
+        )  # null = off; 0 or less would sample in a busy loop
     allowed = ["eval_loss"] + [f"eval/{m}" for m in cfg.eval.metrics]
     if cfg.optimized_metric not in allowed:
         raise UserError(
