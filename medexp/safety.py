@@ -22,7 +22,11 @@ def _read(path: Path) -> list[dict]:
             f"{path} does not exist or is not a file. Give a JSON Lines file of {{prompt, response}}."
         )
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as err:
+        raise UserError(f"Could not read {path} as UTF-8 text ({err}). Give a JSON Lines file.") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

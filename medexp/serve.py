@@ -3,8 +3,9 @@
     python -m medexp.serve source=<run id | run dir | models:/name/version> [host=127.0.0.1] [port=8000]
 
 POST /v1/chat/completions (streaming as server-sent events ending `data: [DONE]`, or not), GET /v1/models,
-GET /health. The training system prompt is applied server-side; max_tokens and message size are capped;
-bad requests get a 4xx with an OpenAI-style {"error": {...}} body.
+GET /health. The training system prompt is applied server-side; body size, max_tokens and message size are
+capped (limits.*); bad requests get a 4xx with an OpenAI-style {"error": {...}} body; limits.max_concurrent
+requests generate at once, limits.max_queue more wait, and the rest get a 503 with Retry-After.
 """
 
 import sys

@@ -97,7 +97,9 @@ def train(cfg: DictConfig) -> RunResult:
         tags |= trial.run_tags()
     run_name = f"trial_{trial.number}" if trial is not None else None
     resume_id = found.run_id if resuming else None  # run.json as find_run read it
-    with start_run(cfg.tracking, tags, run_name, resume=resume_id) as tracker:
+    # a store lost mid-run: what the run could not send waits in its directory (medexp.sync sends it)
+    spool_dir = output_dir if main_process else None
+    with start_run(cfg.tracking, tags, run_name, resume=resume_id, spool_dir=spool_dir) as tracker:
         # Lets `source=`/`resume=` find the run again from its output dir (medexp.evaluate, export, ...).
         record_run(output_dir, tracker.run_id, cfg.tracking)
         if not resuming:

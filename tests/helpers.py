@@ -56,3 +56,52 @@ def config_error(overrides: list[str], tmp_path: Path) -> str:
     except UserError as err:
         return str(err)
     return ""
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (its own SQLite store, proxied artifacts), which a test can kill and
+    start again on the same port and store."""
+
+    def __init__(self, root: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.root = root
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.artifacts = root / "artifacts"
+        self.proc: subprocess.Popen | None = None
+        root.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> MlflowServer:
+        import time
+        import urllib.request
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+             "--artifacts-destination", str(self.artifacts)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"mlflow server did not start: {self.proc.stderr.read()[-2000:]}")
+            time.sleep(0.3)
+
+    def kill(self) -> None:
+        """Gone at once, as a crashed server or a lost machine is (its whole process group: uvicorn workers too)."""
+        import os
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)

@@ -241,6 +241,14 @@ def test_sources_name_directories_and_refuse_garbage(tmp_path):
     assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     with pytest.raises(UserError, match="neither an existing directory, a run id nor a models:/ URI"):
         resolve("last-week", "sqlite:///x.db", tmp_path)
+    with pytest.raises(UserError, match="which does not exist"):  # looked up, not created
+        resolve("models:/medqa-lora/3", f"sqlite:///{tmp_path / 'reg.db'}", tmp_path)
+    assert not (tmp_path / "reg.db").exists()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(
+        f"sqlite:///{tmp_path / 'reg.db'}"
+    ).search_experiments()  # the store exists, the model does not
     with pytest.raises(UserError, match="no such registered model version"):
         resolve("models:/medqa-lora/3", f"sqlite:///{tmp_path / 'reg.db'}", tmp_path)
 

@@ -156,6 +156,7 @@ def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
     assert f"eval_loss={best.value:.4f}" in single.stdout + single.stderr
 
 
+@pytest.mark.slow  # ~50 s; the suite is at its 10-minute budget
 def test_bad_learning_rate_is_pruned(tmp_path):
     good = {"lora.r": 8, "trainer.learning_rate": 1e-3}
     seeded_study(tmp_path, good, good, {"lora.r": 8, "trainer.learning_rate": 1e-5})
@@ -184,6 +185,7 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert "trial 0 failed: UserError: lora.r must be" in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow  # ~30 s; the suite is at its 10-minute budget
 def test_a_sweep_that_mostly_fails_stops_with_a_clear_message(tmp_path):
     proc = sweep(tmp_path, 4, "trainer.optim=no_such_optimizer", expect=3)
     assert states(tmp_path) == {0: "FAIL", 1: "FAIL", 2: "FAIL"}  # 3 > 0.5 x 4: the fourth never ran

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +10,7 @@ from omegaconf import OmegaConf
 
 from medexp.tracking import flatten, start_run
 from medexp.train import train
-from tests.helpers import compose_config
+from tests.helpers import MlflowServer, compose_config
 
 
 def tracking_cfg(tmp_path: Path, **extra):
@@ -76,56 +71,15 @@ def test_tracking_none_logs_nothing(tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with its own SQLite store and proxied artifact storage."""
-    port = _free_port()
-    (tmp_path / "server").mkdir()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server/mlflow.db",
-            "--artifacts-destination",
-            str(tmp_path / "server" / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.5)
-    yield url, tmp_path / "server" / "artifacts"
-    proc.terminate()
-    proc.wait(timeout=30)
+    server = MlflowServer(tmp_path / "server").start()
+    yield server.url, server.artifacts
+    server.kill()
 
 
+@pytest.mark.slow  # ~50 s; tests/test_sync.py trains against a real server (and kills it) in the default suite
 def test_smoke_run_against_a_tracking_server(tmp_path, mlflow_server):
     url, artifacts = mlflow_server
     cfg = compose_config(

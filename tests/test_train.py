@@ -177,16 +177,11 @@ def test_exception_mid_run_marks_the_run_failed(tmp_path):
 
 
 BAD_INPUT = [
-    (["lora.r=0"], "lora.r must be positive, got 0"),
-    (["lora.r=-4"], "lora.r must be positive, got -4"),
     (["lora.r=1.5"], "Wrong value for lora.r (from the command-line override lora.r=1.5)"),
     (["trainer.learnig_rate=1e-3"], "Did you mean learning_rate?"),
     (["trainer.learning_rate=0"], "trainer.learning_rate must be positive, got 0"),
-    (["trainer.learning_rate=-1e-4"], "trainer.learning_rate must be positive"),
     (["dataset.val_fraction=0"], "dataset.val_fraction must be strictly between 0 and 1, got 0"),
-    (["dataset.val_fraction=1.5"], "dataset.val_fraction must be strictly between 0 and 1, got 1.5"),
     (["dataset=file"], "dataset.path is required"),
-    (["dataset=file", "dataset.path=no/such/file.csv"], "does not exist or is not a file"),
     (["dataset=file", "dataset.path=COLUMNS"], "Could not find an answer column. Columns found: 'q', 'resp'"),
     (["model.name_or_path=/no/such/model"], "looks like a local path but no such directory exists"),
     (["lora=qlora"], "pip install 'medexp[qlora]'"),

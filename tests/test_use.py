@@ -3,14 +3,17 @@ command, and the OpenAI-compatible endpoint as a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -161,30 +164,65 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(trained):
+def _start_server(trained, *limits: str) -> tuple[subprocess.Popen, str]:
+    """`python -m medexp.serve` on 127.0.0.1 with these limits, once /health answers; its output goes to a log file
+    (a pipe nobody reads would fill up and stall the server)."""
     cfg, result, tmp = trained
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medexp.serve", f"source={result.run_id}", f"port={port}", f"tracking.uri={cfg.tracking.uri}",
-         f"paths.output_root={tmp / 'o'}", "limits.max_tokens=64", "limits.default_max_tokens=32", "limits.max_message_chars=2000"],
-        cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = tmp / f"serve-{port}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "medexp.serve", f"source={result.run_id}", f"port={port}", f"tracking.uri={cfg.tracking.uri}",
+             f"paths.output_root={tmp / 'o'}", *limits],
+            cwd=tmp, stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    for _ in range(240):
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                if json.load(r)["status"] == "ok":
-                    break
+            if _health(url)["status"] == "ok":
+                return proc, url
         except OSError:
             if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stderr.read()[-3000:]}")
-            time.sleep(0.5)
-    else:
-        pytest.fail("server did not start in 60 s")
-    yield url, result
+                pytest.fail(f"server exited: {log.read_text()[-3000:]}")
+            time.sleep(0.25)
+    proc.kill()
+    pytest.fail(f"server did not start in 60 s: {log.read_text()[-3000:]}")
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # uvicorn waits for requests in flight: a failed test may leave one
+        proc.kill()
+        raise
+
+
+def _health(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as r:
+        return json.load(r)
+
+
+def _post(url: str, payload: dict | bytes, timeout: float = 60) -> tuple[int, Message, dict, float]:
+    """(status, headers, JSON body, seconds) of one POST /v1/chat/completions, refusals included."""
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data, {"Content-Type": "application/json"})
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.headers, json.load(r), time.monotonic() - start
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read()), time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    proc, url = _start_server(
+        trained, "limits.max_tokens=64", "limits.default_max_tokens=32", "limits.max_message_chars=2000",
+        "limits.max_body_bytes=16384", "limits.max_queue=32",  # room for the twenty concurrent requests below
+    )  # fmt: skip
+    yield url, trained[1]
+    _stop_server(proc)
 
 
 def test_openai_client_gets_answers_streamed_and_not(server):
@@ -192,15 +230,16 @@ def test_openai_client_gets_answers_streamed_and_not(server):
 
     url, result = server
     client = OpenAI(base_url=f"{url}/v1", api_key="unused")
-    assert [m.id for m in client.models.list().data] == [f"medexp-{result.run_id}"]
+    served = f"medexp-{result.run_id}"
+    assert [m.id for m in client.models.list().data] == [served]
     question = [{"role": "user", "content": "What are the symptoms of asthma?"}]
-    reply = client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=0)
+    reply = client.chat.completions.create(model=served, messages=question, max_tokens=16, temperature=0)
     text = reply.choices[0].message.content
     assert (
         text and reply.usage.completion_tokens <= 16 and reply.choices[0].finish_reason in ("stop", "length")
     )
     pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="any", messages=question, max_tokens=16, temperature=0, stream=True)]  # fmt: skip
+        model=served, messages=question, max_tokens=16, temperature=0, stream=True)]  # fmt: skip
     assert (
         len([p for p in pieces if p]) > 1 and "".join(pieces).strip() == text
     )  # streamed, same greedy answer
@@ -214,6 +253,7 @@ def test_the_stream_is_server_sent_events_ending_done(server):
             "max_tokens": 8,
             "temperature": 0,
             "stream": True,
+            "stream_options": {"include_usage": True},
         }
     )
     request = urllib.request.Request(
@@ -223,65 +263,188 @@ def test_the_stream_is_server_sent_events_ending_done(server):
         assert r.headers["Content-Type"].startswith("text/event-stream")
         events = [line for line in r.read().decode().split("\n\n") if line]
     assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    usage = json.loads(events[-2][6:])  # include_usage: a last chunk with no choices and the token counts
+    assert usage["choices"] == [] and 1 <= usage["usage"]["completion_tokens"] <= 8
     # the same greedy request, not streamed, ends for the same reason ("length": cut at max_tokens, or "stop")
-    body = json.dumps(
-        {"messages": [{"role": "user", "content": "What is anemia?"}], "max_tokens": 8, "temperature": 0}
+    status, _, whole, _ = _post(
+        url, {"messages": [{"role": "user", "content": "What is anemia?"}], "max_tokens": 8, "temperature": 0}
     )
-    request = urllib.request.Request(
-        f"{url}/v1/chat/completions", body.encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as r:
-        whole = json.load(r)["choices"][0]
-    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == whole["finish_reason"]
+    assert status == 200 and whole["usage"] == usage["usage"]
+    assert json.loads(events[-3][6:])["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+
+
+def _ask(**fields) -> bytes:
+    return json.dumps({"messages": [{"role": "user", "content": "x"}], **fields}).encode()
 
 
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
         (b"{not json", 400, "not valid JSON"),
+        (_ask(padding="x" * 20000), 413, "this server reads at most 16384 (limits.max_body_bytes)"),
         (json.dumps({"messages": []}).encode(), 422, "Invalid field messages"),
         (json.dumps({"messages": [{"role": "doctor", "content": "x"}]}).encode(), 422, "messages.0.role"),
         (
-            json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 65}).encode(),
+            json.dumps({"messages": [{"role": "assistant", "content": "x"}]}).encode(),
             400,
-            "over this server's cap of 64",
+            "must come from the user",
         ),
         (json.dumps({"messages": [{"role": "user", "content": "x" * 2001}]}).encode(), 413, "at most 2000"),
         (
-            json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": 5}).encode(),
-            422,
-            "temperature",
+            _ask(max_token=5),
+            400,
+            "Unknown field 'max_token'. This server accepts: model, messages, max_tokens",
         ),
+        (_ask(n=2), 400, "n=2 is not supported by this server; leave it out or send null or 1"),
+        (_ask(logprobs=True), 400, "logprobs=true is not supported"),
+        (_ask(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools=[{"),
+        (
+            _ask(response_format={"type": "json_object"}),
+            400,
+            'response_format={"type": "json_object"} is not',
+        ),
+        (_ask(model="gpt-4o"), 404, "The model 'gpt-4o' does not exist here; this server serves 'medexp-"),
+        (_ask(max_tokens=65), 400, "max_tokens=65 is over this server's cap of 64"),
+        (
+            _ask(max_completion_tokens=10**30),
+            400,
+            f"max_completion_tokens={10**30} is over this server's cap",
+        ),
+        (_ask(max_tokens=0), 422, "Invalid field max_tokens: Input should be greater than or equal to 1"),
+        (_ask(max_tokens=-3), 422, "Invalid field max_tokens"),
+        (_ask(max_tokens="abc"), 422, "Invalid field max_tokens: Input should be a valid integer"),
+        (_ask(max_tokens=2.5), 422, "Invalid field max_tokens"),
+        (_ask(temperature=5), 422, "Invalid field temperature: Input should be less than or equal to 2"),
+        (_ask(temperature=-1), 422, "Invalid field temperature: Input should be greater than or equal to 0"),
+        (_ask(temperature="hot"), 422, "Invalid field temperature: Input should be a valid number"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 422, "finite number"),
+        (_ask(top_p=0), 422, "Invalid field top_p: Input should be greater than 0"),
+        (_ask(top_p=2), 422, "Invalid field top_p"),
+        (_ask(stream="yes"), 422, "Invalid field stream"),
+        (_ask(logit_bias={"999999": -100}), 400, "logit_bias key '999999' is not a token id of this model"),
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_message(server, body, status, message):
-    import urllib.error
-
     url, _ = server
-    request = urllib.request.Request(f"{url}/v1/chat/completions", body, {"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(request, timeout=30)
-    assert err.value.code == status
-    assert message in json.loads(err.value.read())["error"]["message"]
+    got, _, reply, _ = _post(url, body, timeout=30)
+    assert got == status, reply
+    assert message in reply["error"]["message"] and reply["error"]["type"] == "invalid_request_error"
+    assert (reply["error"]["code"] == "model_not_found") == (status == 404)
+
+
+def test_harmless_openai_fields_pass_and_a_chunked_body_is_capped_too(server):
+    url, result = server
+    fields = {"model": f"medexp-{result.run_id}", "max_tokens": 4, "n": 1, "stop": None, "seed": 7, "user": "me",
+              "presence_penalty": 0, "response_format": {"type": "text"}, "tools": [], "stream_options": None}  # fmt: skip
+    status, _, reply, _ = _post(url, _ask(**fields))
+    assert status == 200 and reply["choices"][0]["message"]["content"], reply
+    # no Content-Length: the cap is counted while reading, and the answer is the same 413
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    body = _ask(padding="x" * 20000)
+    conn.request("POST", "/v1/chat/completions", body=(body[i : i + 4096] for i in range(0, len(body), 4096)),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)  # fmt: skip
+    response = conn.getresponse()
+    assert response.status == 413
+    assert "more than 16384 bytes" in json.loads(response.read())["error"]["message"]
+    conn.close()
 
 
 def test_twenty_concurrent_requests_get_their_own_answers(server):
     url, _ = server
     questions = [f"What is condition number {i}?" for i in range(20)]
 
-    def ask(q: str, stream: bool = False) -> str:
-        body = json.dumps({"messages": [{"role": "user", "content": q}], "max_tokens": 10, "temperature": 0})
-        request = urllib.request.Request(
-            f"{url}/v1/chat/completions", body.encode(), {"Content-Type": "application/json"}
+    def ask(q: str) -> str:
+        status, _, reply, _ = _post(
+            url, {"messages": [{"role": "user", "content": q}], "max_tokens": 10, "temperature": 0}, 120
         )
-        with urllib.request.urlopen(request, timeout=120) as r:
-            return json.load(r)["choices"][0]["message"]["content"]
+        assert status == 200, reply
+        return reply["choices"][0]["message"]["content"]  # fmt: skip
 
     alone = {q: ask(q) for q in questions[:4]}  # greedy answers asked one at a time
     with ThreadPoolExecutor(20) as pool:
         together = list(pool.map(ask, questions))
     assert len(together) == 20 and all(together)
     assert all(together[i] == alone[q] for i, q in enumerate(questions[:4]))  # not mixed up with the others
+
+
+# One generation slot, one place in the queue, 2 s of waiting at most; a request that would generate for many
+# seconds holds the slot (4096 tokens with the end-of-sequence token banned through logit_bias).
+BUSY_LIMITS = ("limits.max_tokens=4096", "limits.default_max_tokens=16", "limits.max_concurrent=1",
+               "limits.max_queue=1", "limits.queue_timeout_s=2")  # fmt: skip
+SHORT = {"messages": [{"role": "user", "content": "What is anemia?"}], "max_tokens": 4, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def busy_server(trained):
+    from transformers import AutoTokenizer
+
+    proc, url = _start_server(trained, *BUSY_LIMITS)
+    yield url, AutoTokenizer.from_pretrained(trained[0].model.name_or_path).eos_token_id
+    _stop_server(proc)
+
+
+def _start_long_request(url: str, eos: int, stream: bool) -> http.client.HTTPConnection:
+    """A request that would generate for many seconds, once it generates (streamed: its first text has come)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    long = {"messages": [{"role": "user", "content": "What is asthma?"}], "max_tokens": 4096, "temperature": 0,
+            "stream": stream, "logit_bias": {str(eos): -100}}  # fmt: skip
+    conn.request("POST", "/v1/chat/completions", json.dumps(long), {"Content-Type": "application/json"})
+    if stream:
+        response = conn.getresponse()
+        assert response.status == 200
+        for _ in range(100):
+            line = response.readline().decode()
+            if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                return conn
+        pytest.fail("no text streamed")
+    for _ in range(100):
+        if _health(url)["generating"] == 1:
+            return conn
+        time.sleep(0.1)
+    pytest.fail("the request did not start generating in 10 s")
+
+
+def _leave(conn: http.client.HTTPConnection) -> None:
+    """Hang up as a client that goes away does: no more reading, the connection closed."""
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+
+
+def test_a_flood_gets_a_503_with_retry_after_at_once_never_a_hang(busy_server):
+    url, eos = busy_server
+    long = _start_long_request(url, eos, stream=True)  # a 200, streaming: it holds the only slot
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(lambda _: _post(url, SHORT, timeout=30), range(6)))
+        load = _health(url)
+        assert (load["generating"], load["waiting"]) == (1, 0)  # the refused requests left no trace
+    finally:
+        _leave(long)
+    for status, headers, reply, _ in replies:
+        assert status == 503 and int(headers["Retry-After"]) >= 1, reply
+        assert reply["error"]["type"] == "server_error" and reply["error"]["code"] == "server_busy"
+    messages = sorted((r[2]["error"]["message"], r[3]) for r in replies)
+    turned_away = [s for m, s in messages if "1 generating and 1 waiting, the most it takes" in m]
+    timed_out = [s for m, s in messages if "waited 2 s (limits.queue_timeout_s)" in m]
+    assert len(turned_away) == 5 and max(turned_away) < 1.5  # the queue was full: refused at once
+    assert len(timed_out) == 1 and timed_out[0] >= 2  # the one that queued gave up after queue_timeout_s
+    status, _, reply, _ = _post(url, SHORT, timeout=30)  # the streaming client has left: room again
+    assert status == 200 and reply["choices"][0]["message"]["content"]
+    assert _health(url)["generating"] == 0 and _health(url)["waiting"] == 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_mid_answer_stops_its_generation(busy_server, stream):
+    url, eos = busy_server
+    _leave(_start_long_request(url, eos, stream))
+    # One slot and 2 s of queueing: this request is answered only if the abandoned generation, which had
+    # seconds of tokens left, stopped when its client left.
+    status, _, reply, _ = _post(url, SHORT, timeout=30)
+    assert status == 200 and reply["choices"][0]["message"]["content"], reply
+    health = _health(url)
+    assert health["generating"] == 0 and health["waiting"] == 0
 
 
 @pytest.mark.parametrize(
@@ -296,6 +459,11 @@ def test_twenty_concurrent_requests_get_their_own_answers(server):
             "medexp.serve",
             ["source=x", "limits.max_tokens=0"],
             "limits.max_tokens must be a positive whole number",
+        ),
+        (
+            "medexp.serve",
+            ["source=x", "limits.queue_timeout_s=0"],
+            "limits.queue_timeout_s must be a positive number of seconds, got 0.0",
         ),
         (
             "medexp.serve",

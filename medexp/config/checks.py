@@ -30,6 +30,17 @@ def _positive(cfg: DictConfig, key: str, example: Any) -> Any:
     return value
 
 
+def _finite(cfg: DictConfig) -> None:
+    """nan or inf in any number (`trainer.learning_rate=inf` parses as a float) would train on garbage."""
+    import math
+
+    from medexp.config.tree import leaves
+
+    for key, value in leaves(cfg, resolve=False):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key} must be a finite number, got {value}. Give a number such as {key}=0.1.")
+
+
 def unknown_keys(node: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
     """(dotted key, the valid names there) for keys the schema does not know: keys added with `+group.key=...`
     (Hydra lets `+` add to a typed node) or carried in an old run's config.yaml."""
@@ -68,7 +79,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(
             f"These required config values are missing: {', '.join(missing)}. Set them with key=value."
         )
-
+    _finite(cfg)
     _validate_lora(cfg)
     _validate_model(cfg)
     _validate_trainer(cfg)
@@ -187,6 +198,8 @@ def _validate_trainer(cfg: DictConfig) -> None:
         ("logging_steps", 10),
     ]:
         _positive(cfg, f"trainer.{key}", example)
+    if t.epochs < 0:
+        raise UserError(f"trainer.epochs must be positive, got {t.epochs}. For example trainer.epochs=3.")
     if t.max_steps <= 0 and t.epochs <= 0:
         raise UserError(
             f"trainer.epochs must be positive when trainer.max_steps is not set, got {t.epochs}. "

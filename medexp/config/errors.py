@@ -50,6 +50,7 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
         import hydra
 
         started: list[bool] = []  # set once Hydra hands the composed config to the task
+        existing: set[str] = set()  # what the launch directory held before Hydra made the run's folder
 
         @functools.wraps(task)
         def job(cfg: Any) -> Any:
@@ -59,6 +60,7 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
             except UserError as err:
                 if in_multirun():
                     raise
+                _discard_run_dir(cfg, existing)
                 exit_with(err)
             except (
                 KeyboardInterrupt
@@ -69,6 +71,7 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
             except _interpolation_errors() as err:
                 if in_multirun():
                     raise
+                _discard_run_dir(cfg, existing)
                 exit_with(UserError(describe_config_error(err)))
 
         hydra_main = hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name=config_name)(
@@ -86,6 +89,9 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
             # raises them here and prints one paragraph instead.
             full_error = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"
+            started.clear()  # a second call in one process (notebooks, tests) starts afresh
+            existing.clear()
+            existing.update(os.listdir("."))
             try:
                 return hydra_main()
             except KeyboardInterrupt as err:  # in a sweep: the trial's run already ended KILLED
@@ -94,6 +100,15 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
                 if started:  # raised by the command's own code, not by composing the config: a bug to see
                     raise
                 exit_with(UserError(describe_config_error(err)))
+            except OSError as err:
+                if started:
+                    raise
+                exit_with(  # Hydra making the run's folder (hydra.run.dir, under paths.output_root)
+                    UserError(
+                        f"Could not create the run's folder {err.filename}: {err.strerror}. Set paths.output_root "
+                        "(or hydra.run.dir) to a folder you can write to, e.g. paths.output_root=outputs."
+                    )
+                )
             finally:
                 if full_error is None:
                     os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -101,6 +116,41 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
         return main
 
     return decorate
+
+
+def _discard_run_dir(cfg: Any, existing: set[str]) -> None:
+    """A run refused before it did anything leaves no folder behind: the run folder Hydra made (when it holds
+    only Hydra's own `.hydra/` and log file) goes, with the empty folders above it that this command made."""
+    import shutil
+    from pathlib import Path
+
+    from medexp.config.runtime import hydra_output_dir
+
+    out = hydra_output_dir()
+    cwd = Path.cwd().resolve()
+    if out is None or out == cwd or out in cwd.parents or not out.is_dir():
+        return
+    if any(p.name != ".hydra" and not (p.is_file() and p.suffix == ".log") for p in out.iterdir()):
+        return  # the command wrote something of its own: keep it
+    shutil.rmtree(out, ignore_errors=True)
+    root = Path(str(cfg.paths.output_root)).resolve() if cfg.get("paths") else cwd
+    for parent in out.parents:
+        if parent == cwd or parent in cwd.parents:
+            break  # never the launch directory or above it
+        if parent == root:  # paths.output_root itself: only when this command made it
+            if parent.parent == cwd and parent.name not in existing:
+                _remove_empty(parent)
+            break
+        if root not in parent.parents or not _remove_empty(parent):
+            break
+
+
+def _remove_empty(folder: Any) -> bool:
+    try:
+        folder.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def _stopped(err: KeyboardInterrupt, cfg: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -19,6 +20,15 @@ def task_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def hydra_output_dir() -> Path | None:
+    """The folder Hydra made for this run (hydra.run.dir), resolved; None outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return Path(HydraConfig.get().runtime.output_dir).resolve()
 
 
 # --- distributed launches (torchrun, accelerate launch): read from the environment the launcher sets ----------

@@ -264,6 +264,10 @@ class ServeLimits:
     max_tokens: int = MISSING  # the most tokens one request may ask for
     default_max_tokens: int = MISSING  # when a request gives no max_tokens
     max_message_chars: int = MISSING  # total characters over all messages of a request
+    max_body_bytes: int = MISSING  # the largest request body read, in bytes; more is a 413 before any parsing
+    max_concurrent: int = MISSING  # requests generating at once
+    max_queue: int = MISSING  # requests allowed to wait for a generation slot (0 or more); more get a 503
+    queue_timeout_s: float = MISSING  # the longest a request waits for a slot before a 503 with Retry-After
 
 
 @dataclass
@@ -273,6 +277,13 @@ class ServeConfig(SourceCommandConfig):
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
     model_name: str | None = None  # the id /v1/models reports; null = medexp-<run id>
     limits: ServeLimits = field(default_factory=ServeLimits)
+
+
+@dataclass
+class SyncConfig:
+    paths: PathsConfig = MISSING
+    runs: str = MISSING  # a run's output directory, or a folder of them
+    mark_stale: bool = MISSING  # mark RUNNING runs whose process is gone as KILLED
 
 
 GROUPS: dict[str, type] = {
@@ -290,6 +301,7 @@ ROOTS: dict[str, type] = {
     "export": ExportConfig,
     "chat": ChatConfig,
     "serve": ServeConfig,
+    "sync": SyncConfig,
 }
 
 

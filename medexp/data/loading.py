@@ -63,8 +63,10 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
     with the verdict ("Yes. ..."), as PubMedQA is. `key` names the config node in error messages.
     """
     frame = read_rows(dataset_cfg)
+    if frame.empty:  # no rows (an empty file, a header alone): nothing to find columns in
+        return _usable(RawPairs(pairs=[], rows_in=0, columns=("", "")), dataset_cfg, key)
     if dataset_cfg.kind == "multiple_choice":
-        return _multiple_choice_pairs(frame, dataset_cfg, key)
+        return _usable(_multiple_choice_pairs(frame, dataset_cfg, key), dataset_cfg, key)
     columns = [str(c) for c in frame.columns]
     q_col, a_col = resolve_columns(columns, dataset_cfg.question_field, dataset_cfg.answer_field, key)
     found = ", ".join(repr(c) for c in columns)
@@ -78,7 +80,11 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
     for row in frame.to_dict("records"):
         question, answer = _text(row[q_col]), _text(row[a_col])
         verdict = _text(row[decision]).lower() if decision else None
-        if not question:
+        if isinstance(row[q_col], (list, dict, bool)):  # JSON structure where text belongs: not guessed at
+            raw.dropped["non_text_question"] += 1
+        elif isinstance(row[a_col], (list, dict, bool)):
+            raw.dropped["non_text_answer"] += 1
+        elif not question:
             raw.dropped["empty_question"] += 1
         elif not answer:
             raw.dropped["empty_answer"] += 1
@@ -91,7 +97,21 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
             if verdict is not None:
                 answer = f"{verdict.capitalize()}. {answer}"
             raw.pairs.append((question, answer))
-    return raw
+    return _usable(raw, dataset_cfg, key)
+
+
+def _usable(raw: RawPairs, dataset_cfg: DictConfig, key: str) -> RawPairs:
+    """The pairs, when there is at least one: a source with none (a header and no rows, every row empty) is
+    refused here, with the counts by reason, instead of failing later inside tokenization."""
+    if raw.pairs:
+        return raw
+    source = dataset_cfg.path or dataset_cfg.name
+    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in raw.dropped.items() if n)
+    read = "it has no rows" if not raw.rows_in else f"of its {raw.rows_in} rows none is usable ({reasons})"
+    raise UserError(
+        f"{key} {source!r} holds nothing to train or evaluate on: {read}. Give data with at least one row that "
+        "has both a question and an answer."
+    )
 
 
 def context_text(value: Any) -> str:
@@ -173,7 +193,11 @@ def _read_file(path: Path) -> pd.DataFrame:
         text = path.read_text(encoding="utf-8")
         if suffix == ".json" and text.lstrip().startswith("["):
             return pd.DataFrame(json.loads(text))
-        return pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if not all(isinstance(row, dict) for row in rows):
+            n = next(i for i, row in enumerate(rows, 1) if not isinstance(row, dict))
+            raise ValueError(f'record {n} is not a JSON object ({{"question": ..., "answer": ...}})')
+        return pd.DataFrame(rows)
     except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as err:
         raise UserError(
             f"Could not read {path} as {suffix[1:]}: {err}. Check that the file is valid {suffix[1:]} "

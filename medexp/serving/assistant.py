@@ -18,16 +18,28 @@ class Sampling:
     max_new_tokens: int = 256
     temperature: float = 0.7  # 0 = greedy
     top_p: float = 0.9
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit; -100 bans it (OpenAI's)
 
     def generate_kwargs(self) -> dict[str, Any]:
-        if self.temperature <= 0:
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-        }
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0}
+        if self.temperature > 0:
+            kwargs |= {"temperature": self.temperature, "top_p": self.top_p}
+        if self.logit_bias:
+            kwargs["sequence_bias"] = {(token,): float(bias) for token, bias in self.logit_bias.items()}
+        return kwargs
+
+
+def _stop_when(stop: threading.Event) -> Any:
+    """A stopping criterion that ends generation at the next token once `stop` is set (a client that left)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stopped(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Stopped()])
 
 
 class Assistant:
@@ -38,8 +50,8 @@ class Assistant:
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
         self.name = name
-        # One generation at a time: requests queue here instead of contending for the same weights and caches.
-        self._lock = threading.Lock()
+        # No lock here: the caller decides how many generations share the weights at once (medexp.chat runs one;
+        # medexp.serve admits limits.max_concurrent and queues the rest).
 
     def messages(self, conversation: list[dict[str, str]]) -> list[dict[str, str]]:
         """The training system prompt first; the conversation's own system messages are replaced by it."""
@@ -52,12 +64,18 @@ class Assistant:
         ).to(next(self.model.parameters()).device)
 
     def stream(
-        self, conversation: list[dict[str, str]], sampling: Sampling, info: dict[str, int] | None = None
+        self,
+        conversation: list[dict[str, str]],
+        sampling: Sampling,
+        info: dict[str, int] | None = None,
+        stop: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Text pieces of the answer as they are generated; at the end `info` gets completion_tokens."""
+        """Text pieces of the answer as they are generated; `info` gets prompt_tokens, and completion_tokens at the
+        end. Setting `stop`, or closing this iterator, ends the generation at the next token."""
         import torch
         from transformers import TextIteratorStreamer
 
+        stop = stop or threading.Event()
         inputs = self.prompt_tokens(conversation)
         streamer = TextIteratorStreamer(
             self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
@@ -65,30 +83,46 @@ class Assistant:
         kwargs = dict(
             **inputs,
             streamer=streamer,
+            stopping_criteria=_stop_when(stop),
             pad_token_id=self.tokenizer.pad_token_id,
             **sampling.generate_kwargs(),
         )
-
         counts: dict[str, int] = info if info is not None else {}
+        counts["prompt_tokens"] = int(inputs["input_ids"].shape[1])
+        failed: list[Exception] = []
 
         def run() -> None:
-            with self._lock, torch.no_grad():
-                ids = self.model.generate(**kwargs)
-            counts["completion_tokens"] = int(ids.shape[1] - inputs["input_ids"].shape[1])
+            try:
+                with torch.no_grad():
+                    ids = self.model.generate(**kwargs)
+                counts["completion_tokens"] = int(ids.shape[1] - inputs["input_ids"].shape[1])
+            except Exception as exc:  # noqa: BLE001  (re-raised to the reader, who would otherwise wait on)
+                failed.append(exc)
+                streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from (piece for piece in streamer if piece)
-        thread.join()
+        try:
+            yield from (piece for piece in streamer if piece)
+        finally:
+            stop.set()  # a reader that stops early (a client that left) stops the generation too
+            thread.join()
+        if failed:
+            raise failed[0]
 
-    def complete(self, conversation: list[dict[str, str]], sampling: Sampling) -> tuple[str, int, int]:
-        """(answer, prompt tokens, completion tokens)."""
+    def complete(
+        self, conversation: list[dict[str, str]], sampling: Sampling, stop: threading.Event | None = None
+    ) -> tuple[str, int, int]:
+        """(answer, prompt tokens, completion tokens); setting `stop` ends the generation at the next token."""
         import torch
 
         inputs = self.prompt_tokens(conversation)
-        with self._lock, torch.no_grad():
+        with torch.no_grad():
             ids = self.model.generate(
-                **inputs, pad_token_id=self.tokenizer.pad_token_id, **sampling.generate_kwargs()
+                **inputs,
+                stopping_criteria=_stop_when(stop or threading.Event()),
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling.generate_kwargs(),
             )
         new = ids[0, inputs["input_ids"].shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()

@@ -23,7 +23,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from medexp.config import exit_with
+from medexp.config import UserError, exit_with
 from medexp.sweep.search_space import search_space
 from medexp.sweep.workers import Heartbeat, is_alive, worker_id
 
@@ -88,7 +88,8 @@ class MedexpOptunaSweeper(Sweeper):
 
         from medexp.sweep.trial import PRUNER_ATTR, make_pruner, open_storage
 
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not self.storage:  # the default: a SQLite file in the sweep folder
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
         url = self.storage or f"sqlite:///{self.sweep_dir.resolve()}/optuna.db"
         storage = self.storage_backend = open_storage(url, heartbeat=True)
         common = {"study_name": self.study_name, "storage": storage, "pruner": make_pruner(self.pruner)}
@@ -167,7 +168,11 @@ class MedexpOptunaSweeper(Sweeper):
         if error is not None:
             exit_with(error)
 
-        study, url, created = self._open_study()
+        try:
+            study, url, created = self._open_study()
+        except UserError as err:
+            exit_with(err)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
         self._mark_interrupted(study)
         metric = str(self.config.get("optimized_metric", "value"))
         describe = {

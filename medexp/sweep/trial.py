@@ -39,9 +39,23 @@ def open_storage(url: str, heartbeat: bool = False):
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     # A running trial whose sweeper stopped sending heartbeats for 10 minutes is marked as interrupted.
     beat = {"heartbeat_interval": 30, "grace_period": 600} if heartbeat else {}
-    with warnings.catch_warnings(), setup_lock(url):  # workers started together: one creates the tables
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    from medexp.config import UserError
+
+    try:
+        with warnings.catch_warnings(), setup_lock(url):  # workers started together: one creates the tables
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+    except (ArgumentError, NoSuchModuleError, OperationalError, ImportError) as err:
+        from medexp.sweep.report import mask_password
+
+        first = str(err).splitlines()[0]
+        raise UserError(
+            f"hydra.sweeper.storage={mask_password(url)}: the study's database cannot be opened ({first}). Give a "
+            "database URL Optuna can use, e.g. sqlite:///multirun/optuna.db or postgresql://user:pass@host/db "
+            "(with psycopg2 installed), or null for a SQLite file in the sweep folder."
+        ) from None
 
 
 def make_pruner(spec: dict[str, Any]):

@@ -83,53 +83,62 @@ class Tracker:
 
 
 class MlflowTracker(Tracker):
-    def __init__(self, client: Any, run_id: str, logged: dict[str, int] | None = None) -> None:
+    """Logs to one MLflow run. With a `spool`, a store that stops answering mid-run does not stop the run: what
+    could not be sent is kept in the run directory (medexp/tracking/spool.py) and sent when the store is back."""
+
+    def __init__(
+        self, client: Any, run_id: str, logged: dict[str, int] | None = None, spool: Any = None
+    ) -> None:
         self.client = client
         self.run_id = run_id
+        self.spool = spool
+        self.experiment_id: str | None = None
         # A resumed run: the last step of each metric its first attempt logged. The steps it trains again from its
         # checkpoint up to there are not logged twice; the first attempt's values stand.
         self.logged = logged or {}
 
-    def log_params(self, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
+    def send(self, op: str, **fields: Any) -> str | None:
+        """One call to the store (see spool.apply), through the spool when there is one."""
+        from medexp.tracking.spool import apply
 
-        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        record = {"run": self.run_id, "op": op, **fields}
+        return self.spool.send(self.client, record) if self.spool is not None else apply(self.client, record)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        self.send("log_batch", params=params)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if step > self.logged.get(k, -1)]
+        batch = [[k, float(v), now, step] for k, v in metrics.items() if step > self.logged.get(k, -1)]
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self.send("log_batch", metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        batch = [RunTag(k, v) for k, v in clean_tags(tags).items()]
-        self.client.log_batch(self.run_id, tags=batch)
+        self.send("log_batch", tags=clean_tags(tags))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.send("log_artifact", path=str(path), artifact_path=artifact_path)
 
     def log_artifacts(self, path: str | Path, artifact_path: str) -> None:
-        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        self.send("log_artifacts", path=str(path), artifact_path=artifact_path)
 
     def log_table(self, frame: Any, artifact_file: str) -> None:
         """A table readable in the MLflow UI's artifact view (and by mlflow.load_table)."""
-        self.client.log_table(self.run_id, data=frame, artifact_file=artifact_file)
+        self.send("log_table", frame=frame, artifact_file=artifact_file)
 
     def log_inputs(self, datasets: list[tuple[Any, str]]) -> None:
         """Log (mlflow.data dataset, context) pairs as the run's dataset inputs, as mlflow.log_input does."""
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+        entities = [(ds._to_mlflow_entity(), context) for ds, context in datasets]
+        fields = ("name", "digest", "source_type", "source", "schema", "profile")
+        rows = [{f: getattr(e, f) for f in fields} | {"context": context} for e, context in entities]
+        if rows:
+            self.send("log_inputs", datasets=rows)
 
-        inputs = [
-            DatasetInput(ds._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
-            for ds, context in datasets
-        ]
-        if inputs:
-            self.client.log_inputs(self.run_id, datasets=inputs)
+    def end(self, status: str, error: str | None = None) -> None:
+        """The run's final status (FINISHED, FAILED with the error as a tag, KILLED)."""
+        if error is not None:
+            self.set_tags({"error": error})
+        self.send("set_terminated", status=status, end_time=int(time.time() * 1000))
 
 
 def _reopen(client: Any, run_id: str, uri: str) -> dict[str, int]:
@@ -162,13 +171,17 @@ def start_run(
     run_name: str | None = None,
     parent: Tracker | None = None,
     resume: str | None = None,
+    spool_dir: Path | None = None,
 ) -> Iterator[Tracker]:
     """Open an MLflow run (or a no-op tracker with tracking=none) and always close it with a final status.
 
     The run is named `tracking.run_name` when set, else `run_name`, else by MLflow. With `parent`, it is a
-    child run of that one (named `run_name`), as a training stage is. With `resume` (a run id), that existing
-    run is reopened instead: RUNNING again, its metrics continued without repeating a logged step."""
+    child run of that one (named `run_name`), as a training stage is, and shares its client and spool. With
+    `resume` (a run id), that existing run is reopened instead: RUNNING again, its metrics continued without
+    repeating a logged step. With `spool_dir` (the run's directory), a store lost mid-run does not stop the run:
+    see medexp/tracking/spool.py."""
     from medexp.config.runtime import is_main_process
+    from medexp.tracking.spool import OFFLINE_RUN_PREFIX, Spool, flush, use_short_http_retries
 
     if (
         not tracking_cfg.enabled or not is_main_process()
@@ -176,33 +189,54 @@ def start_run(
         yield Tracker()
         return
 
-    client, experiment_id = mlflow_client(tracking_cfg)
+    if isinstance(parent, MlflowTracker):
+        client, experiment_id, spool = parent.client, parent.experiment_id, parent.spool
+    else:
+        spool = None
+        if spool_dir is not None:
+            use_short_http_retries()
+            spool = Spool(spool_dir, str(tracking_cfg.uri))
+        client, experiment_id = mlflow_client(tracking_cfg)
     if resume is not None:
+        if spool is not None and spool.pending() and parent is None:
+            spool.ids |= flush(
+                spool.dir, client
+            )  # the first attempt's spooled records go before the second's
         run_id, logged = resume, _reopen(client, resume, str(tracking_cfg.uri))
     else:
         if parent is not None:
             tags = {**tags, "mlflow.parentRunId": parent.run_id}
         else:
             run_name = tracking_cfg.run_name or run_name
-        run_id, logged = (
-            client.create_run(experiment_id, run_name=run_name, tags=clean_tags(tags)).info.run_id,
-            {},
+        creating = MlflowTracker(client, "", spool=spool)
+        created = creating.send(
+            "create_run",
+            experiment_id=experiment_id,
+            start_time=int(time.time() * 1000),
+            tags=clean_tags(tags),
+            name=run_name,
         )
+        run_id, logged = str(created), {}
     log.info("MLflow run %s (experiment %r) at %s", run_id, tracking_cfg.experiment, tracking_cfg.uri)
-    monitor = None if parent is not None else _system_metrics(tracking_cfg, run_id, resume is not None)
+    monitor = None
+    if parent is None and not run_id.startswith(OFFLINE_RUN_PREFIX):
+        monitor = _system_metrics(tracking_cfg, run_id, resume is not None)
+    tracker = MlflowTracker(client, run_id, logged, spool)
+    tracker.experiment_id = experiment_id
     try:
-        yield MlflowTracker(client, run_id, logged)
+        yield tracker
     except KeyboardInterrupt:
-        client.set_terminated(run_id, "KILLED")
+        tracker.end("KILLED")
         raise
     except BaseException as err:
-        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:MAX_TAG_LENGTH])
-        client.set_terminated(run_id, "FAILED")
+        tracker.end("FAILED", error=f"{type(err).__name__}: {err}")
         raise
     finally:
         if monitor is not None:
             monitor.finish()
-    client.set_terminated(run_id, "FINISHED")
+    tracker.end("FINISHED")
+    if spool is not None and parent is None:
+        spool.finish(client)  # the store may be back: one last try before the summary says what waits
 
 
 def _system_metrics(tracking_cfg: DictConfig, run_id: str, resumed: bool) -> Any:

@@ -39,6 +39,7 @@ def run_summary(
     if headline:
         lines.append("  eval            " + "  ".join(headline))
     lines += _tracking_lines(cfg, tracker)
+    lines += _spool_lines(tracker, output_dir)
     lines.append(f"  adapter         {adapter_dir.resolve()}")
     lines.append(f"  serve it with   python -m medexp.serve source={output_dir.resolve()}")
     return "\n".join(lines)
@@ -84,5 +85,17 @@ def _tracking_lines(cfg: Any, tracker: Any) -> list[str]:
 
 
 def _experiment_id(tracker: Any) -> str | None:
-    client = getattr(tracker, "client", None)  # an MlflowTracker's MlflowClient
-    return None if client is None else str(client.get_run(tracker.run_id).info.experiment_id)
+    return getattr(tracker, "experiment_id", None)  # an MlflowTracker's
+
+
+def _spool_lines(tracker: Any, output_dir: Path) -> list[str]:
+    """What the tracking store did not get (it stopped answering mid-run), and how to send it."""
+    spool = getattr(tracker, "spool", None)
+    waiting = spool.pending() if spool is not None else 0
+    if not waiting:
+        return []
+    return [
+        f"  NOT IN MLFLOW   {waiting} tracking records (metrics, params, artifacts, the final status): the store "
+        f"stopped answering ({spool.reason}); they are kept in {spool.dir}",
+        f"  send them with  python -m medexp.sync runs={output_dir.resolve()}  (once the store is back)",
+    ]

@@ -114,20 +114,28 @@ def _refuse_live_process(record: dict, run_dir: Path) -> None:
     """Two processes writing one run's checkpoints would corrupt them: refuse while the recorded one lives."""
     from medexp.config.runtime import is_main_process
 
-    pid = record.get("pid")
     if not is_main_process():
         return  # rank 0 of the same launch may already have rewritten run.json with its own pid
-    if not pid or record.get("host") != socket.gethostname() or pid == os.getpid() or record.get("finished"):
+    if record.get("pid") == os.getpid() or record.get("finished"):
         return
+    if process_alive(record):
+        raise UserError(
+            f"The run in {run_dir} is still being trained by process {record['pid']} on this machine. Wait for it "
+            f"to end, or stop it (kill {record['pid']}) and resume again."
+        )
+
+
+def process_alive(record: dict) -> bool | None:
+    """Whether the medexp process a run.json names still runs: None when it ran on another machine (or the
+    record names none), so this one cannot tell."""
+    pid = record.get("pid")
+    if not pid or record.get("host") != socket.gethostname():
+        return None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
-        return  # no such process (or no /proc): nothing is running the run
-    if "medexp" in cmdline:
-        raise UserError(
-            f"The run in {run_dir} is still being trained by process {pid} on this machine. Wait for it to end, "
-            f"or stop it (kill {pid}) and resume again."
-        )
+        return False  # no such process (or no /proc): nothing is running the run
+    return "medexp" in cmdline
 
 
 def record_run(output_dir: Path, run_id: str | None, tracking_cfg: DictConfig, **extra: object) -> None:

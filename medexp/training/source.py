@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -80,6 +81,20 @@ def _from_directory(path: Path) -> TrainedModel:
     return TrainedModel(adapter_dir, read_run_config(config_path), run.get("run_id"), run.get("tracking_uri"))
 
 
+def _existing_store(tracking_uri: str, source: str) -> Any:
+    """A client for the store a source is looked up in; a SQLite store that does not exist is not created."""
+    from medexp.tracking.dblock import sqlite_path
+
+    path = sqlite_path(tracking_uri)
+    if path is not None and str(path) not in ("", ":memory:") and not path.exists():
+        raise UserError(
+            f"source={source!r} is looked up in the tracking store {tracking_uri}, which does not exist (no "
+            f"database at {path}). Set tracking.uri to the store the run was tracked in, or give the run's output "
+            "directory instead."
+        )
+    return client_for(tracking_uri)
+
+
 def _registered_run(uri: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
@@ -90,7 +105,7 @@ def _registered_run(uri: str, tracking_uri: str) -> str:
         name, _, version = spec.rpartition("/")
     if not name or not (alias or (version or "").isdigit()):
         raise UserError(f"source={uri!r} is not a models:/ URI medexp can read. {FORMS}")
-    client = client_for(tracking_uri)
+    client = _existing_store(tracking_uri, uri)
     try:
         mv = (
             client.get_model_version_by_alias(name, alias)
@@ -112,7 +127,7 @@ def _registered_run(uri: str, tracking_uri: str) -> str:
 def _from_run(run_id: str, tracking_uri: str, cache_dir: Path) -> TrainedModel:
     from mlflow.exceptions import MlflowException
 
-    client = client_for(tracking_uri)
+    client = _existing_store(tracking_uri, run_id)
     try:
         client.get_run(run_id)
         target = cache_dir / run_id
