@@ -15,7 +15,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from medexp.config import UserError, describe_config_error, validate
 from medexp.config.choices import AttnImplementation, Precision
-from medexp.config.schema import GROUPS, ROOTS
+from medexp.config.commands import ROOTS
+from medexp.config.schema import GROUPS
 from tests.helpers import compose_config, run_cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -56,10 +57,11 @@ def test_every_schema_leaf_has_a_help_comment():
     """Fields holding a nested dataclass document themselves; every other field says what it means."""
     import re
 
-    from medexp.config import schema
+    from medexp.config import commands, schema
 
-    nested = {name for name, obj in vars(schema).items() if dataclasses.is_dataclass(obj)}
-    source = (Path(schema.__file__)).read_text().splitlines()
+    modules = (schema, commands)
+    nested = {name for m in modules for name, obj in vars(m).items() if dataclasses.is_dataclass(obj)}
+    source = [line for m in modules for line in Path(m.__file__).read_text().splitlines()]
     fields = [m for line in source if (m := re.match(r"^    (\w+): ([\w\[\], ]+) = ", line))]
     assert len(fields) > 100
     for m in fields:

@@ -2,10 +2,11 @@
 and the one exit path for bad input. Imports nothing else of medexp, and nothing heavy."""
 
 from medexp.config.checks import HELD_OUT_METRICS, LOCAL_FILE_SUFFIXES, looks_like_local_path, validate
+from medexp.config.commands import register_configs
 from medexp.config.errors import Stopped, UserError, command, describe_config_error, exit_with
 from medexp.config.resolvers import assets_dir, register_resolvers
 from medexp.config.runtime import in_multirun, task_overrides
-from medexp.config.schema import TrainConfig, register_configs
+from medexp.config.schema import TrainConfig
 from medexp.config.stages import stage_configs
 from medexp.config.tree import leaves, missing_keys
 

@@ -16,8 +16,8 @@ def compose_run_config(overrides: list[str], root: Path, config_name: str = "tra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from medexp.config.commands import register_configs
     from medexp.config.resolvers import register_resolvers
-    from medexp.config.schema import register_configs
 
     register_configs()
     register_resolvers()

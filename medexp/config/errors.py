@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from medexp.config.runtime import in_multirun
+from medexp.config.runtime import discard_run_dir, in_multirun
 
 EXIT_USER_ERROR = 2
 
@@ -60,7 +60,7 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
             except UserError as err:
                 if in_multirun():
                     raise
-                _discard_run_dir(cfg, existing)
+                discard_run_dir(cfg, existing)
                 exit_with(err)
             except (
                 KeyboardInterrupt
@@ -71,7 +71,7 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
             except _interpolation_errors() as err:
                 if in_multirun():
                     raise
-                _discard_run_dir(cfg, existing)
+                discard_run_dir(cfg, existing)
                 exit_with(UserError(describe_config_error(err)))
 
         hydra_main = hydra.main(version_base="1.3", config_path="pkg://medexp.conf", config_name=config_name)(
@@ -80,8 +80,8 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
 
         @functools.wraps(task)
         def main() -> Any:
+            from medexp.config.commands import register_configs
             from medexp.config.resolvers import register_resolvers
-            from medexp.config.schema import register_configs
 
             register_configs()
             register_resolvers()
@@ -116,41 +116,6 @@ def command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
         return main
 
     return decorate
-
-
-def _discard_run_dir(cfg: Any, existing: set[str]) -> None:
-    """A run refused before it did anything leaves no folder behind: the run folder Hydra made (when it holds
-    only Hydra's own `.hydra/` and log file) goes, with the empty folders above it that this command made."""
-    import shutil
-    from pathlib import Path
-
-    from medexp.config.runtime import hydra_output_dir
-
-    out = hydra_output_dir()
-    cwd = Path.cwd().resolve()
-    if out is None or out == cwd or out in cwd.parents or not out.is_dir():
-        return
-    if any(p.name != ".hydra" and not (p.is_file() and p.suffix == ".log") for p in out.iterdir()):
-        return  # the command wrote something of its own: keep it
-    shutil.rmtree(out, ignore_errors=True)
-    root = Path(str(cfg.paths.output_root)).resolve() if cfg.get("paths") else cwd
-    for parent in out.parents:
-        if parent == cwd or parent in cwd.parents:
-            break  # never the launch directory or above it
-        if parent == root:  # paths.output_root itself: only when this command made it
-            if parent.parent == cwd and parent.name not in existing:
-                _remove_empty(parent)
-            break
-        if root not in parent.parents or not _remove_empty(parent):
-            break
-
-
-def _remove_empty(folder: Any) -> bool:
-    try:
-        folder.rmdir()
-    except OSError:
-        return False
-    return True
 
 
 def _stopped(err: KeyboardInterrupt, cfg: Any) -> None:

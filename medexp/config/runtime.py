@@ -1,4 +1,5 @@
-"""What the running command is part of: a Hydra multirun and its overrides, a distributed launch and its rank."""
+"""What the running command is part of: a Hydra multirun, its overrides and run folder (removed again when the run is
+refused before doing anything), a distributed launch and its rank."""
 
 from __future__ import annotations
 
@@ -29,6 +30,38 @@ def hydra_output_dir() -> Path | None:
     if not HydraConfig.initialized():
         return None
     return Path(HydraConfig.get().runtime.output_dir).resolve()
+
+
+def discard_run_dir(cfg: DictConfig, existing: set[str]) -> None:
+    """A run refused before it did anything leaves no folder behind: the run folder Hydra made (when it holds
+    only Hydra's own `.hydra/` and log file) goes, with the empty folders above it that this command made."""
+    import shutil
+
+    out = hydra_output_dir()
+    cwd = Path.cwd().resolve()
+    if out is None or out == cwd or out in cwd.parents or not out.is_dir():
+        return
+    if any(p.name != ".hydra" and not (p.is_file() and p.suffix == ".log") for p in out.iterdir()):
+        return  # the command wrote something of its own: keep it
+    shutil.rmtree(out, ignore_errors=True)
+    root = Path(str(cfg.paths.output_root)).resolve() if cfg.get("paths") else cwd
+    for parent in out.parents:
+        if parent == cwd or parent in cwd.parents:
+            break  # never the launch directory or above it
+        if parent == root:  # paths.output_root itself: only when this command made it
+            if parent.parent == cwd and parent.name not in existing:
+                _remove_empty(parent)
+            break
+        if root not in parent.parents or not _remove_empty(parent):
+            break
+
+
+def _remove_empty(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 # --- distributed launches (torchrun, accelerate launch): read from the environment the launcher sets ----------

@@ -1,4 +1,5 @@
-"""The typed schema of every config group and of each command's root config.
+"""The typed schema of every config group, and the root of `medexp.train` (the other commands' roots are in
+medexp/config/commands.py, which registers them all).
 
 Each dataclass is registered in Hydra's ConfigStore: a group's schema as `<group>/schema` (every YAML option of
 the group names it first in its defaults list) and each command's root as `<command>_schema` (first in
@@ -224,68 +225,6 @@ class TrainConfig:
     resume: str | None = None  # continue a run that died: its output directory or MLflow run id
 
 
-@dataclass
-class SourceCommandConfig:
-    """What every command on a trained model shares: where it is and where runs are tracked."""
-
-    tracking: TrackingConfig = MISSING
-    paths: PathsConfig = MISSING
-    source: str = MISSING  # a run id, a run's output or adapter directory, or models:/<name>/<version>
-
-
-@dataclass
-class EvaluateConfig(SourceCommandConfig):
-    eval: EvalConfig = MISSING
-    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
-
-
-@dataclass
-class ExportConfig(SourceCommandConfig):
-    output_dir: str = MISSING  # where adapter/, merged/, config.yaml and the model card go
-    merge: bool = MISSING  # also write one merged checkpoint
-    register: bool = MISSING  # add the adapter to the MLflow Model Registry
-    registered_name: str | None = None  # the registered model's name
-    push_to_hub: bool = MISSING  # upload output_dir to the Hugging Face Hub
-    hub_repo: str | None = None  # <user or org>/<name> on the Hub
-    hub_private: bool = MISSING  # new Hub repositories start private
-
-
-@dataclass
-class ChatConfig(SourceCommandConfig):
-    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
-    temperature: float = MISSING  # 0 = greedy
-    top_p: float = MISSING  # nucleus sampling mass, in (0, 1]
-    max_new_tokens: int = MISSING  # longest answer, in tokens
-    model_name: str | None = None  # the name shown; null = medexp-<run id>
-
-
-@dataclass
-class ServeLimits:
-    max_tokens: int = MISSING  # the most tokens one request may ask for
-    default_max_tokens: int = MISSING  # when a request gives no max_tokens
-    max_message_chars: int = MISSING  # total characters over all messages of a request
-    max_body_bytes: int = MISSING  # the largest request body read, in bytes; more is a 413 before any parsing
-    max_concurrent: int = MISSING  # requests generating at once
-    max_queue: int = MISSING  # requests allowed to wait for a generation slot (0 or more); more get a 503
-    queue_timeout_s: float = MISSING  # the longest a request waits for a slot before a 503 with Retry-After
-
-
-@dataclass
-class ServeConfig(SourceCommandConfig):
-    host: str = MISSING  # the address to bind
-    port: int = MISSING  # the TCP port to listen on, 1-65535
-    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
-    model_name: str | None = None  # the id /v1/models reports; null = medexp-<run id>
-    limits: ServeLimits = field(default_factory=ServeLimits)
-
-
-@dataclass
-class SyncConfig:
-    paths: PathsConfig = MISSING
-    runs: str = MISSING  # a run's output directory, or a folder of them
-    mark_stale: bool = MISSING  # mark RUNNING runs whose process is gone as KILLED
-
-
 GROUPS: dict[str, type] = {
     "model": ModelConfig,
     "dataset": DatasetConfig,
@@ -295,22 +234,3 @@ GROUPS: dict[str, type] = {
     "tracking": TrackingConfig,
     "paths": PathsConfig,
 }
-ROOTS: dict[str, type] = {
-    "train": TrainConfig,
-    "evaluate": EvaluateConfig,
-    "export": ExportConfig,
-    "chat": ChatConfig,
-    "serve": ServeConfig,
-    "sync": SyncConfig,
-}
-
-
-def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent: storing again replaces the same node)."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    for group, node in GROUPS.items():
-        cs.store(group=group, name="schema", node=node, provider="medexp")
-    for command, node in ROOTS.items():
-        cs.store(name=f"{command}_schema", node=node, provider="medexp")

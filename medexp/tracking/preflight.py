@@ -63,20 +63,26 @@ def _check_sqlite(uri: str) -> None:
         )
 
 
-def _check_server(uri: str) -> None:
+def server_health(uri: str, timeout: float) -> int | str:
+    """The HTTP status the server at `uri` answers `GET /health` with, or why nothing answered in `timeout` s."""
     import urllib.error
     import urllib.request
 
-    health = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(health, timeout=SERVER_TIMEOUT_S):
-            return
-    except urllib.error.HTTPError:
-        return  # something answers (a proxy asking for credentials, say): MLflow's own errors say the rest
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
     except (urllib.error.URLError, TimeoutError, OSError) as err:
-        reason = f"{getattr(err, 'reason', err)}"
+        return str(getattr(err, "reason", err))
+
+
+def _check_server(uri: str) -> None:
+    reason = server_health(uri, SERVER_TIMEOUT_S)
+    # any HTTP answer will do (a proxy asking for credentials, say): MLflow's own errors say the rest
+    if isinstance(reason, str):
         raise UserError(
             f"tracking.uri={uri}: no MLflow server answers there within {SERVER_TIMEOUT_S:.0f} s ({reason}). Start "
             "it (mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlruns/mlflow.db), fix "
             "the address, or log locally with tracking.uri=sqlite:///mlruns/mlflow.db."
-        ) from None
+        )

@@ -87,22 +87,26 @@ class MlflowTracker(Tracker):
     could not be sent is kept in the run directory (medexp/tracking/spool.py) and sent when the store is back."""
 
     def __init__(
-        self, client: Any, run_id: str, logged: dict[str, int] | None = None, spool: Any = None
+        self,
+        client: Any,
+        run_id: str,
+        logged: dict[str, int] | None = None,
+        spool: Any = None,
+        experiment_id: str | None = None,
     ) -> None:
         self.client = client
         self.run_id = run_id
         self.spool = spool
-        self.experiment_id: str | None = None
+        self.experiment_id = experiment_id
         # A resumed run: the last step of each metric its first attempt logged. The steps it trains again from its
         # checkpoint up to there are not logged twice; the first attempt's values stand.
         self.logged = logged or {}
 
     def send(self, op: str, **fields: Any) -> str | None:
         """One call to the store (see spool.apply), through the spool when there is one."""
-        from medexp.tracking.spool import apply
+        from medexp.tracking.spool import send
 
-        record = {"run": self.run_id, "op": op, **fields}
-        return self.spool.send(self.client, record) if self.spool is not None else apply(self.client, record)
+        return send(self.client, self.spool, {"run": self.run_id, "op": op, **fields})
 
     def log_params(self, params: dict[str, str]) -> None:
         self.send("log_batch", params=params)
@@ -181,7 +185,7 @@ def start_run(
     repeating a logged step. With `spool_dir` (the run's directory), a store lost mid-run does not stop the run:
     see medexp/tracking/spool.py."""
     from medexp.config.runtime import is_main_process
-    from medexp.tracking.spool import OFFLINE_RUN_PREFIX, Spool, flush, use_short_http_retries
+    from medexp.tracking.spool import OFFLINE_RUN_PREFIX, Spool, flush, send, use_short_http_retries
 
     if (
         not tracking_cfg.enabled or not is_main_process()
@@ -208,21 +212,20 @@ def start_run(
             tags = {**tags, "mlflow.parentRunId": parent.run_id}
         else:
             run_name = tracking_cfg.run_name or run_name
-        creating = MlflowTracker(client, "", spool=spool)
-        created = creating.send(
-            "create_run",
-            experiment_id=experiment_id,
-            start_time=int(time.time() * 1000),
-            tags=clean_tags(tags),
-            name=run_name,
-        )
-        run_id, logged = str(created), {}
+        record = {
+            "run": "",
+            "op": "create_run",
+            "experiment_id": experiment_id,
+            "start_time": int(time.time() * 1000),
+            "tags": clean_tags(tags),
+            "name": run_name,
+        }
+        run_id, logged = str(send(client, spool, record)), {}
     log.info("MLflow run %s (experiment %r) at %s", run_id, tracking_cfg.experiment, tracking_cfg.uri)
     monitor = None
     if parent is None and not run_id.startswith(OFFLINE_RUN_PREFIX):
         monitor = _system_metrics(tracking_cfg, run_id, resume is not None)
-    tracker = MlflowTracker(client, run_id, logged, spool)
-    tracker.experiment_id = experiment_id
+    tracker = MlflowTracker(client, run_id, logged, spool, experiment_id)
     try:
         yield tracker
     except KeyboardInterrupt:

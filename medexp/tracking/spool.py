@@ -94,6 +94,11 @@ def apply(client: Any, record: dict[str, Any], files: Path | None = None) -> str
     return None
 
 
+def send(client: Any, spool: Spool | None, record: dict[str, Any]) -> str | None:
+    """Apply `record`, through the spool when the run has one (see Spool.send)."""
+    return spool.send(client, record) if spool is not None else apply(client, record)
+
+
 def _local(path: str, files: Path | None) -> str:
     return str(files / path) if files is not None else path
 
@@ -207,16 +212,12 @@ def probe(uri: str) -> str | None:
     database is there or not)."""
     if not uri.startswith(("http://", "https://")):
         return None
-    import urllib.error
-    import urllib.request
+    from medexp.tracking.preflight import server_health
 
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
-            return None
-    except urllib.error.HTTPError as err:
-        return None if err.code < 500 else f"HTTP {err.code}"
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        return str(getattr(err, "reason", err))
+    status = server_health(uri, PROBE_TIMEOUT_S)
+    if isinstance(status, str):
+        return status
+    return f"HTTP {status}" if status >= 500 else None
 
 
 def flush(spool_dir: Path, client: Any) -> dict[str, str]:

@@ -60,7 +60,7 @@ def sync_runs(root: Path, mark_stale: bool) -> list[Synced]:
 
 def sync_run(run_dir: Path, mark_stale: bool) -> Synced:
     from medexp.tracking.client import client_for
-    from medexp.tracking.spool import SPOOL_DIR, Spool, flush, probe
+    from medexp.tracking.spool import Spool, flush, probe
 
     record = read_run_record(run_dir) or {}
     uri, alive = record.get("tracking_uri"), process_alive(record)
@@ -78,7 +78,7 @@ def sync_run(run_dir: Path, mark_stale: bool) -> Synced:
     spool = Spool(run_dir, uri)
     waiting = spool.pending()
     if waiting:
-        flush(run_dir / SPOOL_DIR, client)
+        flush(spool.dir, client)
         record = read_run_record(run_dir) or record  # a run created offline now has its real id
         done.append(f"sent {waiting} spooled tracking records")
     run_id = record["run_id"]
