@@ -21,6 +21,7 @@ def build_trainer(
 
     from medexp.config.runtime import gradient_accumulation
     from medexp.console import library_bars_off
+    from medexp.training.answer_head import score_answer_tokens_only
     from medexp.training.batching import check_examples_isolated, choose_batching
 
     t = cfg.trainer
@@ -87,4 +88,6 @@ def build_trainer(
         )
     # With disable_tqdm the Trainer prints every log as a raw dict instead; MetricsCallback still gets them all.
     trainer.remove_callback(PrinterCallback)
+    if score_answer_tokens_only(trainer.model):
+        log.info("LM head projects answer tokens only (medexp.training.answer_head)")
     return trainer
