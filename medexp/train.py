@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> RunResult:
     if resuming:
         from medexp.training.resume import find_run
 
-        found = find_run(cfg.resume, str(cfg.tracking.uri), task_overrides())
+        found = find_run(cfg.resume, str(cfg.tracking.uri), task_overrides(), cfg.get("optuna"))
         if found.finished:
             log.info("the run in %s finished already: nothing to resume", found.run_dir)
             return RunResult(found.metrics, found.run_dir, found.run_dir / "adapter", found.run_id)
@@ -147,7 +147,7 @@ def train(cfg: DictConfig) -> RunResult:
         if len(stages) > 1 and cfg.tracking.get("log_adapter", False):
             tracker.log_artifacts(adapter_dir, "adapter")
         if trial is not None:
-            trial.finish(tracker, steps=steps)
+            trial.finish(tracker, steps=steps, metrics=metrics)
     record_run(output_dir, tracker.run_id, cfg.tracking, finished=True, metrics=metrics)  # resume= says: done
 
     from medexp.tracking.summary import run_summary
@@ -158,14 +158,18 @@ def train(cfg: DictConfig) -> RunResult:
 
 
 @command("train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float]:
     """Train and return the optimized metric to Hydra's sweeper; a pruned trial tells Optuna so."""
     result = train(cfg)
     if result.pruned_at is not None:
         import optuna
 
         raise optuna.TrialPruned(f"pruned at step {result.pruned_at}")  # the sweeper tells Optuna PRUNED
-    return result.metrics[cfg.optimized_metric]
+    from medexp.config.checks import optimized_metrics
+
+    # other ranks of a data-parallel launch stop before the generation suites: nothing to return there
+    values = [result.metrics.get(name, float("nan")) for name in optimized_metrics(cfg)]
+    return values if len(values) > 1 else values[0]  # several: a multi-objective study
 
 
 def _check_sweeper_plugin(argv: list[str]) -> None:

@@ -23,6 +23,7 @@ from medexp.sweep.search_space import search_space
 
 # Trials as short as a sweep's mechanics allow: two evaluations each (pruning needs one before the end), batches
 # of 8. A sweep's cost in these tests is mostly process start-up and per-trial set-up, not training.
+CONSTRAINT_LOSS = 0.0  # measured below
 FAST = ["experiment=smoke", "trainer.max_steps=6", "trainer.eval_steps=3", "trainer.batch_size=8"]
 
 
@@ -112,6 +113,7 @@ def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
     (parent,) = parents
     assert parent.info.status == "FINISHED"
     assert parent.data.params["search.lora.r"] == "CategoricalDistribution(choices=(4, 8, 16, 32, 64))"
+    assert parent.data.params["search.lora.alpha"] == "CategoricalDistribution(choices=(8, 16, 32, 64, 128))"
     assert "log=True" in parent.data.params["search.trainer.learning_rate"]
     assert (
         parent.data.params["sampler"] == "TPESampler" and "seed: 42" in parent.data.params["sampler.config"]
@@ -122,15 +124,23 @@ def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "best_params.yaml", "plots"} <= artifacts
     plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert plots == {"optimization_history.png", "param_importances.png", "intermediate_values.png"}
+    assert plots == {
+        "optimization_history.png",
+        "param_importances.png",
+        "intermediate_values.png",
+        "parallel_coordinate.png",
+    }
 
     assert len(children) == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(c.data.tags["medexp.optuna_trial"] for c in children) == ["0", "1", "2", "3"]
     assert {c.data.tags["medexp.trial_state"] for c in children} == {"COMPLETE"}
     assert {c.info.run_name for c in children} == {"trial_0", "trial_1", "trial_2", "trial_3"}
-    for child in children:  # lora.alpha = 2 x lora.r, as the search config says
-        assert float(child.data.params["lora.alpha"]) == 2 * int(child.data.params["lora.r"])  # 32 or 32.0
+    trials = {str(t.number): t for t in study(tmp_path).trials}
+    for child in children:  # alpha is searched: the run's param is the alpha the trial drew
+        trial = trials[child.data.tags["medexp.optuna_trial"]]
+        assert float(child.data.params["lora.alpha"]) == trial.params["lora.alpha"]
+    assert len({t.params["lora.alpha"] / t.params["lora.r"] for t in trials.values()}) > 1  # scale varies
 
     # the best trial is printed and saved, with a command that reproduces it as a single run
     best = study(tmp_path).best_trial
@@ -221,46 +231,52 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert sorted(int(c.data.tags["medexp.optuna_trial"]) for c in children) == sorted(t.number for t in real)
 
 
-@pytest.mark.slow  # kills a sweep mid-trial and resumes it: ~60 s; run with pytest -m slow
-def test_killed_sweep_resumes_without_losing_finished_trials(tmp_path):
+@pytest.mark.slow  # kills a sweep mid-trial and resumes it: ~70 s; run with pytest -m slow
+def test_a_killed_trial_continues_from_its_checkpoint(tmp_path):
+    """kill -9 of the sweep once trial 1 has its first checkpoint; the same command then continues trial 1 (as
+    trial 2: same params, same MLflow run, the training run's own resume) and runs the one trial left."""
+    longer = [
+        "trainer.max_steps=12",
+        NO_PRUNING,
+    ]  # 4 evaluations, a checkpoint at each: room to kill mid-trial
     proc = subprocess.Popen(
-        sweep_cmd(3, NO_PRUNING),
+        sweep_cmd(3, *longer),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    db = tmp_path / "multirun" / "lora_optuna" / "optuna.db"
-    storage_ = None
+    checkpoint = tmp_path / "multirun" / "lora_optuna" / "trial_1" / "checkpoints" / "checkpoint-3"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until trial 0 finished and trial 1 is mid-run
-        time.sleep(1)
-        if not db.exists():
-            continue
-        storage_ = storage_ or optuna.storages.RDBStorage(storage(tmp_path))
-        try:
-            trials = optuna.load_study(study_name="lora_optuna", storage=storage_).trials
-        except KeyError:  # the sweeper has not created the study yet
-            continue
-        now = {t.number: t.state.name for t in trials}
-        if now.get(0) == "COMPLETE" and now.get(1) == "RUNNING":
-            break
-    else:
-        pytest.fail("the sweep never reached its second trial")
-    time.sleep(2)
+    while not (checkpoint / "trainer_state.json").is_file():  # written last: the checkpoint is complete
+        if time.monotonic() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the sweep never reached trial 1's first checkpoint")
+        time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    first_value = study(tmp_path).trials[0].value
+    first = study(tmp_path).trials[0]
 
-    proc = sweep(tmp_path, 3, NO_PRUNING)  # the same command resumes the study
+    proc = sweep(tmp_path, 3, *longer)  # the same command resumes the study
     trials = study(tmp_path).trials
-    assert trials[0].value == first_value  # finished work kept, not run again
-    assert trials[1].state.name == "FAIL" and "medexp.error" not in trials[1].user_attrs  # interrupted
-    assert [t.state.name for t in trials[2:]] == ["COMPLETE", "COMPLETE"]  # 3 finished trials in all
-    assert (proc.stdout + proc.stderr).count("Launching 1 jobs locally") == 2  # only what was missing
-    _, parents, children = mlflow_runs(tmp_path)
-    assert len(parents) == 1 and len(children) == 4  # the resumed study kept its parent run
-    assert sweep(tmp_path, 3, NO_PRUNING).stdout.count("Launching") == 0  # nothing left to do
+    assert trials[0].value == first.value  # finished work kept, not run again
+    killed, continued, fresh = trials[1:]
+    assert killed.state.name == "FAIL" and "medexp.error" not in killed.user_attrs  # interrupted, not failed
+    assert continued.state.name == "COMPLETE" and fresh.state.name == "COMPLETE"
+    assert continued.system_attrs["failed_trial"] == 1 and continued.params == killed.params
+    assert continued.user_attrs["medexp.steps"] == first.user_attrs["medexp.steps"] == 12  # not 12 + 3
+    assert continued.user_attrs["medexp.mlflow_run_id"] == killed.user_attrs["medexp.mlflow_run_id"]
+    assert sorted(continued.intermediate_values) == [3, 6, 9, 12]  # step 3 inherited from the killed attempt
+    out = proc.stdout + proc.stderr
+    assert "trial 2 continues trial 1" in out and "resuming the run in" in out
+    assert "Launching 1 jobs locally" in out and out.count("Launching 1 jobs locally") == 2
+    client, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 3  # trial 1's run went on; no run for trial 2 of its own
+    (run,) = [c for c in children if c.info.run_id == continued.user_attrs["medexp.mlflow_run_id"]]
+    assert run.info.status == "FINISHED" and run.data.tags["medexp.resumed"] == "1"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == 12  # each step once
+    assert sweep(tmp_path, 3, *longer).stdout.count("Launching") == 0  # nothing left to do
 
 
 def test_plugin_is_visible_to_hydra():
@@ -289,9 +305,29 @@ def test_hidden_plugin_is_a_clear_error(monkeypatch, capsys):
     assert "editable_mode=compat" in capsys.readouterr().err
 
 
-def test_alpha_follows_rank_in_the_search_config(make_cfg):
-    cfg = make_cfg("hparams_search=lora_optuna", "lora.r=16")
-    assert cfg.lora.alpha == 32 and cfg.optimized_metric == "eval_loss"
+def _sweeper_params(*overrides: str) -> dict:
+    from hydra import compose, initialize_config_module
+
+    from medexp.config.commands import register_configs
+    from medexp.config.resolvers import register_resolvers
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_module("medexp.conf", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    return cfg, dict(cfg.hydra.sweeper.params)
+
+
+def test_alpha_is_searched_and_the_tied_preset_ties_it_to_rank():
+    from medexp.sweep.sweeper import MedexpOptunaSweeper
+
+    cfg, params = _sweeper_params("hparams_search=lora_optuna")
+    assert set(params) == {"lora.r", "lora.alpha", "trainer.learning_rate"}
+    cfg, params = _sweeper_params("hparams_search=lora_optuna_tied", "lora.r=16")
+    assert cfg.lora.alpha == 32 and cfg.hydra.sweeper.study_name == "lora_optuna_tied"
+    assert params["lora.alpha"] is None  # dropped from the search: the sweeper skips null entries
+    sweeper = MedexpOptunaSweeper(**{**GOOD_OPTIONS, "params": cfg.hydra.sweeper.params})
+    assert set(sweeper.params) == {"lora.r", "trainer.learning_rate"}
 
 
 def test_make_pruner_takes_the_named_pruners_options():
@@ -411,9 +447,25 @@ def test_study_on_a_postgresql_storage(tmp_path, postgres_url):
     assert not (tmp_path / "multirun" / "lora_optuna" / "optuna.db").exists()
 
 
+GOOD_OPTIONS = {
+    "study_name": "s",
+    "storage": None,
+    "direction": "minimize",
+    "directions": None,
+    "constraints": [],
+    "n_trials": 4,
+    "n_jobs": 1,
+    "max_failure_rate": 0.5,
+    "sampler": None,
+    "pruner": {"name": "median"},
+    "params": {},
+}
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
+        ({"directions": ["minimize", "up"]}, "hydra.sweeper.directions must each be minimize or maximize"),
         ({"n_trials": 0}, "hydra.sweeper.n_trials must be a positive whole number, got 0."),
         ({"n_jobs": -1}, "hydra.sweeper.n_jobs must be a positive whole number, got -1."),
         ({"max_failure_rate": 1.5}, "hydra.sweeper.max_failure_rate must be between 0 and 1, got 1.5."),
@@ -424,21 +476,114 @@ def test_study_on_a_postgresql_storage(tmp_path, postgres_url):
 def test_bad_sweeper_options_are_named(option, message):
     from medexp.sweep.sweeper import MedexpOptunaSweeper
 
-    good = {
-        "study_name": "s",
-        "storage": None,
-        "direction": "minimize",
-        "n_trials": 4,
-        "n_jobs": 1,
-        "max_failure_rate": 0.5,
-        "sampler": None,
-        "pruner": {"name": "median"},
-        "params": {},
-    }
-    assert MedexpOptunaSweeper(**good).options_error() is None
-    assert MedexpOptunaSweeper(**{**good, **option}).options_error().startswith(message)
+    assert MedexpOptunaSweeper(**GOOD_OPTIONS).options_error() is None
+    assert MedexpOptunaSweeper(**{**GOOD_OPTIONS, **option}).options_error().startswith(message)
 
 
 def test_unsupported_sweep_expression_is_a_clear_error(tmp_path):
     proc = sweep(tmp_path, 2, "lora.r=glob(*)", expect=2)
     assert "medexp: error: the search space cannot be sampled" in proc.stderr
+
+
+# --- what a study optimizes: constraints, several objectives -------------------------------------------------
+
+
+def test_constraints_and_objectives_are_parsed_and_checked_against_the_eval_group(make_cfg):
+    from medexp.sweep.objectives import missing_metric_error, objectives_error, parse_constraints
+
+    (c,) = parse_constraints(["eval/safety_pass_rate>=0.9"])
+    assert (c.text, c.metric, c.op, c.bound) == (
+        "eval/safety_pass_rate >= 0.9",
+        "eval/safety_pass_rate",
+        ">=",
+        0.9,
+    )
+    assert c.violation({"eval/safety_pass_rate": 0.95}) == pytest.approx(-0.05)  # met: <= 0
+    assert c.violation({"eval/safety_pass_rate": 0.5}) == pytest.approx(0.4)
+    assert c.violation({}) == float("inf")  # not produced: infeasible, never guessed
+    (le,) = parse_constraints(["eval_loss <= 3"])
+    assert le.violation({"eval_loss": 2.5}) == pytest.approx(-0.5)
+    for bad in ["eval/safety_pass_rate > 0.9", "eval_loss <= lots", "<= 3", "eval_loss <= inf"]:
+        with pytest.raises(ValueError, match="not `<metric> >= <number>`"):
+            parse_constraints([bad])
+
+    cfg = make_cfg("hparams_search=lora_optuna")  # generation and safety off, held-out loss on
+    assert missing_metric_error("eval/perplexity", cfg, "x") is None
+    assert missing_metric_error("eval/base/loss", cfg, "x") is None
+    off = missing_metric_error("eval/safety_pass_rate", cfg, "the constraint 'eval/safety_pass_rate >= 0.9'")
+    assert "eval.safety.enabled is off" in off and "eval.safety.enabled=true" in off
+    assert "eval.generation.enabled is off" in missing_metric_error("eval/rouge_l", cfg, "x")
+    assert "not a metric medexp computes" in missing_metric_error("eval/no_such_score", cfg, "x")
+    assert "not a metric medexp computes" in missing_metric_error("eval/delta/loss", cfg, "x")
+    safe = make_cfg("hparams_search=lora_optuna", "eval.safety.enabled=true")
+    assert objectives_error(safe, None, ["eval/safety_pass_rate >= 0.9"], "hyperband") is None
+
+    two = make_cfg("hparams_search=lora_optuna", "optimized_metric=[eval_loss,eval/perplexity]")
+    assert "give one direction for each" in objectives_error(two, None, [], "none")
+    assert "1 directions for the 2 metrics" in objectives_error(two, ["minimize"], [], "none")
+    assert "cannot prune" in objectives_error(two, ["minimize", "maximize"], [], "hyperband")
+    assert objectives_error(two, ["minimize", "maximize"], [], "none") is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        (['hydra.sweeper.constraints=["eval/safety_pass_rate >= 0.9"]'], ["eval.safety.enabled is off"]),
+        (['hydra.sweeper.constraints=["eval/made_up >= 1"]'], ["eval/made_up", "not a metric"]),
+        (["optimized_metric=[eval_loss,eval/perplexity]"], ["one direction for each"]),
+        (
+            ["optimized_metric=[eval_loss,eval/perplexity]", "hydra.sweeper.directions=[minimize,maximize]"],
+            ["cannot prune", "hydra.sweeper.pruner.name=none"],
+        ),
+    ],
+)
+def test_bad_objectives_are_refused_before_any_trial(tmp_path, extra, names):
+    proc = sweep(tmp_path, 2, *extra, expect=2)
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("medexp: error:")]
+    assert all(n in line for n in names), line
+    assert not (tmp_path / "multirun" / "lora_optuna" / "optuna.db").exists()  # nothing written to a study
+
+
+def test_a_constrained_multi_objective_study_keeps_infeasible_trials_off_the_front(tmp_path):
+    """Two seeded trials: one that learns (low eval_loss and perplexity) and one that barely moves. Minimising
+    eval_loss while maximising perplexity, neither dominates the other; the constraint keeps only the one that
+    barely moved, so it alone is the Pareto front, and the other is marked infeasible everywhere."""
+    learns = {"lora.r": 8, "lora.alpha": 16, "trainer.learning_rate": 1e-3}
+    still = {"lora.r": 8, "lora.alpha": 16, "trainer.learning_rate": 1e-7}
+    seeded_study_directions(tmp_path, ["minimize", "maximize"], learns, still)
+    proc = sweep(
+        tmp_path,
+        2,
+        "optimized_metric=[eval_loss,eval/perplexity]",
+        "hydra.sweeper.directions=[minimize,maximize]",
+        f'hydra.sweeper.constraints=["eval_loss >= {CONSTRAINT_LOSS}"]',
+        NO_PRUNING,
+    )
+    s = study(tmp_path)
+    t_learns, t_still = s.trials
+    assert [t.state.name for t in s.trials] == ["COMPLETE", "COMPLETE"]
+    assert t_learns.values[0] < CONSTRAINT_LOSS <= t_still.values[0]  # the bound sits between them
+    assert t_learns.constraints == {
+        f"eval_loss >= {CONSTRAINT_LOSS:g}": pytest.approx(CONSTRAINT_LOSS - t_learns.values[0])
+    }
+    assert [t.number for t in s.best_trials] == [t_still.number]
+    assert "Pareto front: 1 trials" in proc.stdout and f"best trial: #{t_still.number}" in proc.stdout
+
+    table = (tmp_path / "multirun" / "lora_optuna" / "report" / "trials.csv").read_text().splitlines()
+    assert table[0].endswith(",feasible") and [row.rsplit(",", 1)[1] for row in table[1:]] == [
+        "False",
+        "True",
+    ]
+    client, (parent,), children = mlflow_runs(tmp_path)
+    feasible = {c.data.tags["medexp.optuna_trial"]: c.data.tags["medexp.feasible"] for c in children}
+    assert feasible == {"0": "false", "1": "true"}
+    assert parent.data.metrics["trials/infeasible"] == 1
+    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"pareto_front.png", "parallel_coordinate.png"} <= plots
+
+
+def seeded_study_directions(tmp_path: Path, directions: list[str], *params: dict) -> None:
+    (tmp_path / "multirun" / "lora_optuna").mkdir(parents=True)
+    s = optuna.create_study(study_name="lora_optuna", storage=storage(tmp_path), directions=directions)
+    for p in params:
+        s.enqueue_trial(p)

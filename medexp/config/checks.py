@@ -94,12 +94,29 @@ def validate(cfg: DictConfig) -> None:
         _positive(
             cfg, "tracking.system_metrics_interval", 10
         )  # null = off; 0 or less would sample in a busy loop
-    allowed = ["eval_loss"] + [f"eval/{m}" for m in cfg.eval.metrics]
-    if cfg.optimized_metric not in allowed:
+    _validate_optimized_metric(cfg)
+
+
+def optimized_metrics(cfg: DictConfig) -> list[str]:
+    """`optimized_metric` as a list: one name for a plain run or study, several for a multi-objective study."""
+    value = cfg.optimized_metric
+    return [str(v) for v in value] if OmegaConf.is_list(value) or isinstance(value, list) else [str(value)]
+
+
+def _validate_optimized_metric(cfg: DictConfig) -> None:
+    from medexp.sweep.objectives import missing_metric_error
+
+    value = cfg.optimized_metric
+    names = optimized_metrics(cfg)
+    if not names or not all(isinstance(v, str) for v in (value if OmegaConf.is_list(value) else [value])):
         raise UserError(
-            f"optimized_metric={cfg.optimized_metric!r} is not a metric this run produces. "
-            f"Choose one of: {', '.join(allowed)}."
+            f"optimized_metric={value!r} must be a metric name such as eval_loss, or a list of names for a "
+            "multi-objective sweep, e.g. optimized_metric=[eval_loss,eval/safety_pass_rate]."
         )
+    for name in names:
+        error = missing_metric_error(name, cfg, f"optimized_metric={name}")
+        if error is not None:
+            raise UserError(error)
 
 
 def _validate_eval(cfg: DictConfig) -> None:

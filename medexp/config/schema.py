@@ -218,7 +218,8 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = MISSING  # one seed for data split, LoRA init and data order
-    optimized_metric: str = MISSING  # what train() returns to a sweeper
+    # what train() returns to a sweeper: a metric name, or a list of them for a multi-objective study
+    optimized_metric: Any = MISSING
     mixture: dict[str, DatasetConfig] = field(default_factory=dict)  # more datasets trained with `dataset`
     stages: dict[str, StageConfig] = field(default_factory=dict)  # train in stages, in order
     optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)  # set per trial by the sweeper

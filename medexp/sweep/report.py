@@ -41,18 +41,54 @@ def reproduce_command(trial) -> str:
     return " ".join(["python -m medexp.train", *(shlex.quote(o) for o in overrides)])
 
 
-def best_trial_summary(study, metric: str) -> dict[str, Any] | None:
-    complete = counted(study.trials, ("COMPLETE",))
+def feasible(trial) -> bool:
+    """Whether a trial met every constraint of its study (always, in a study without constraints)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def _summary(trial, metrics: list[str]) -> dict[str, Any]:
+    return {
+        "trial": trial.number,
+        **dict(zip(metrics, trial.values, strict=True)),
+        "params": dict(trial.params),
+        "mlflow_run_id": trial.user_attrs.get(RUN_ID_ATTR),
+        "command": reproduce_command(trial),
+    }
+
+
+def best_trial_summary(study, metrics: list[str]) -> dict[str, Any] | None:
+    """The best trial (the best feasible one under constraints), or for a multi-objective study its Pareto front
+    as {"pareto_front": [...]}; None while no trial qualifies."""
+    complete = [t for t in counted(study.trials, ("COMPLETE",)) if feasible(t)]
     if not complete:
         return None
-    best = study.best_trial
-    return {
-        "trial": best.number,
-        metric: best.value,
-        "params": dict(best.params),
-        "mlflow_run_id": best.user_attrs.get(RUN_ID_ATTR),
-        "command": reproduce_command(best),
-    }
+    if len(study.directions) > 1:
+        return {"pareto_front": [_summary(t, metrics) for t in study.best_trials]}
+    return _summary(study.best_trial, metrics)
+
+
+def print_best(study, best: dict[str, Any] | None, metrics: list[str], parent) -> None:
+    if best is None:
+        infeasible = [t for t in counted(study.trials, ("COMPLETE",)) if not feasible(t)]
+        print(
+            f"medexp: none of the {len(infeasible)} completed trials met the constraints."
+            if infeasible
+            else "medexp: no trial of this study has completed yet."
+        )
+        return
+    lines = []
+    front = best.get("pareto_front", [best])
+    if "pareto_front" in best:
+        lines.append(f"Pareto front: {len(front)} trials (no other trial is better on every metric)")
+    for t in front:
+        values = "  ".join(f"{m}={t[m]:.6g}" for m in metrics)
+        lines += [
+            f"best trial: #{t['trial']}  {values}",
+            "  params: " + "  ".join(f"{k}={v}" for k, v in t["params"].items()),
+            f"  MLflow run: {t['mlflow_run_id']}" + (f"  (study run {parent.run_id})" if parent else ""),
+            f"  reproduce: {t['command']}",
+        ]
+    print("\n".join(lines))
 
 
 class StudyRun:
@@ -99,24 +135,34 @@ class StudyRun:
             Metric(f"trials/{name.lower()}", len(counted(trials, (name,))), now, trial.number)
             for name in ("COMPLETE", "PRUNED", "FAIL")
         ]
-        if counted(trials, ("COMPLETE",)):
+        complete = counted(trials, ("COMPLETE",))
+        if len(study.directions) == 1 and any(feasible(t) for t in complete):
             metrics.append(Metric("best_value", study.best_value, now, trial.number))
+        if trial.constraints:
+            metrics.append(
+                Metric("trials/infeasible", len([t for t in complete if not feasible(t)]), now, trial.number)
+            )
         self.client.log_batch(self.run_id, metrics=metrics)
         child = trial.user_attrs.get(RUN_ID_ATTR)
         if child is not None:
             self.client.set_tag(child, "medexp.trial_state", trial.state.name)
             if ERROR_ATTR in trial.user_attrs:
                 self.client.set_tag(child, "error", trial.user_attrs[ERROR_ATTR][:5000])
+            if trial.constraints:
+                self.client.set_tag(child, "medexp.feasible", str(feasible(trial)).lower())
 
-    def finish(self, study, sweep_dir: Path, metric: str, failed: bool = False) -> None:
+    def finish(self, study, sweep_dir: Path, metrics: list[str], failed: bool = False) -> None:
         """Trials table, best params, Optuna's plots; then the run's final status."""
         out = sweep_dir / "report"
         out.mkdir(parents=True, exist_ok=True)
-        study.trials_dataframe().to_csv(out / "trials.csv", index=False)
-        best = best_trial_summary(study, metric)
+        table = study.trials_dataframe()
+        if any(t.constraints for t in study.trials):  # which trials broke a constraint, in the table itself
+            table["feasible"] = [feasible(t) if t.constraints else None for t in study.trials]
+        table.to_csv(out / "trials.csv", index=False)
+        best = best_trial_summary(study, metrics)
         if best is not None:
             (out / "best_params.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
-        for name, path in _plots(study, out).items():
+        for name, path in _plots(study, out, metrics).items():
             if path is not None:
                 self.client.log_artifact(self.run_id, str(path), "plots")
             else:
@@ -127,7 +173,7 @@ class StudyRun:
         self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
 
 
-def _plots(study, out: Path) -> dict[str, Path | None]:
+def _plots(study, out: Path, metrics: list[str]) -> dict[str, Path | None]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,11 +182,24 @@ def _plots(study, out: Path) -> dict[str, Path | None]:
     from optuna.visualization import matplotlib as ovm
 
     made: dict[str, Path | None] = {}
-    for name, plot in [
-        ("optimization_history", ovm.plot_optimization_history),
-        ("param_importances", ovm.plot_param_importances),
-        ("intermediate_values", ovm.plot_intermediate_values),
-    ]:
+    if len(study.directions) > 1:  # one plot per objective would need a target; the front shows them all
+        plots = [("pareto_front", lambda s: ovm.plot_pareto_front(s, target_names=metrics))]
+        plots.append(
+            (
+                "parallel_coordinate",
+                lambda s: ovm.plot_parallel_coordinate(
+                    s, target=lambda t: t.values[0], target_name=metrics[0]
+                ),
+            )
+        )
+    else:
+        plots = [
+            ("optimization_history", ovm.plot_optimization_history),
+            ("param_importances", ovm.plot_param_importances),
+            ("intermediate_values", ovm.plot_intermediate_values),
+            ("parallel_coordinate", ovm.plot_parallel_coordinate),  # each trial's params against its value
+        ]
+    for name, plot in plots:
         path = out / f"{name}.png"
         try:
             with warnings.catch_warnings():  # experimental API; importances warn below ~5 trials

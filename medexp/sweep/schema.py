@@ -64,13 +64,19 @@ class MedexpOptunaSweeperConf:
     # the study's database URL (sqlite:///..., postgresql://...); null = sqlite:///<sweep dir>/optuna.db
     storage: str | None = None
     direction: Direction = Direction.minimize  # whether optimized_metric should fall or rise
+    # a multi-objective study: one direction per name of a list optimized_metric (e.g. [minimize, maximize] for
+    # [eval_loss, eval/safety_pass_rate]); the result is a Pareto front. null = single-objective (`direction`)
+    directions: list[Direction] | None = None
+    # metrics each trial must meet, e.g. ["eval/safety_pass_rate >= 0.9"]: the best trial is the best feasible one
+    constraints: list[str] = field(default_factory=list)
     n_trials: int = 20  # the study's total, across resumes and workers: finished trials are not run again
     n_jobs: int = 1  # trials launched together per batch (in parallel only with a parallel launcher)
     max_failure_rate: float = 0.5  # stop the sweep once more than this share of n_trials has failed
     # an Optuna sampler, instantiated by Hydra from its _target_ (any keyword arguments of that class)
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
     pruner: PrunerConf = field(default_factory=PrunerConf)  # stops unpromising trials early
-    params: dict[str, str] | None = None  # the search space: key -> override grammar, e.g. choice(4, 8)
+    # the search space: key -> override grammar, e.g. choice(4, 8); null drops a key a preset searched
+    params: dict[str, str | None] | None = None
 
 
 def register() -> None:

@@ -6,6 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def quote_value(value: Any) -> str:
+    """A value as a quoted string of Hydra's override grammar (URLs, paths with spaces or quotes)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Hydra override grammar -> (Optuna distributions, fixed overrides), as Hydra's Optuna sweeper does.
 

@@ -24,16 +24,12 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config import UserError, exit_with
-from medexp.sweep.search_space import search_space
-from medexp.sweep.workers import Heartbeat, is_alive, worker_id
+from medexp.sweep.search_space import quote_value, search_space
+from medexp.sweep.workers import Heartbeat, continue_interrupted, mark_interrupted, worker_id
 
 log = logging.getLogger(__name__)
 
 BUDGET_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
-
-
-def _quote(value: Any) -> str:
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _plain(value: Any) -> Any:
@@ -55,6 +51,8 @@ class MedexpOptunaSweeper(Sweeper):
         study_name: str,
         storage: str | None,
         direction: Any,
+        directions: Any,
+        constraints: Any,
         n_trials: int,
         n_jobs: int,
         max_failure_rate: float,
@@ -67,12 +65,15 @@ class MedexpOptunaSweeper(Sweeper):
         self.study_name = study_name
         self.storage = storage
         self.direction = _plain(direction)
+        self.directions = None if directions is None else [_plain(d) for d in directions]
+        self.constraints = [str(c) for c in constraints or []]
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.sampler = sampler
         self.pruner = _plain_dict(pruner)
-        self.params = OmegaConf.to_container(params) if OmegaConf.is_config(params) else dict(params or {})
+        params = OmegaConf.to_container(params) if OmegaConf.is_config(params) else dict(params or {})
+        self.params = {k: v for k, v in params.items() if v is not None}  # null: a preset's key dropped
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -86,7 +87,7 @@ class MedexpOptunaSweeper(Sweeper):
     def _open_study(self):
         import optuna
 
-        from medexp.sweep.trial import PRUNER_ATTR, make_pruner, open_storage
+        from medexp.sweep.trial import CONSTRAINTS_ATTR, PRUNER_ATTR, make_pruner, open_storage
 
         if not self.storage:  # the default: a SQLite file in the sweep folder
             self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,9 @@ class MedexpOptunaSweeper(Sweeper):
         storage = self.storage_backend = open_storage(url, heartbeat=True)
         common = {"study_name": self.study_name, "storage": storage, "pruner": make_pruner(self.pruner)}
         try:
-            study = optuna.create_study(sampler=self.sampler, direction=self.direction, **common)
+            # a multi-objective study takes `directions`: a list, one per name of optimized_metric
+            goal = {"directions": self.directions} if self.directions else {"direction": self.direction}
+            study = optuna.create_study(sampler=self.sampler, **goal, **common)
             created = True
         except optuna.exceptions.DuplicatedStudyError:
             # Joining a study (a parallel worker, or a resume): a sampler seeded like the creator's would
@@ -103,26 +106,8 @@ class MedexpOptunaSweeper(Sweeper):
             study = optuna.load_study(sampler=self.sampler, **common)
             created = False
         study.set_user_attr(PRUNER_ATTR, self.pruner)  # what the trial processes build their pruner from
+        study.set_user_attr(CONSTRAINTS_ATTR, self.constraints)  # what they judge themselves on at the end
         return study, url, created
-
-    def _mark_interrupted(self, study) -> None:
-        """Running trials whose sweeper died (this host: its pid is gone; elsewhere: no heartbeat) stop counting."""
-        import optuna
-
-        from medexp.sweep.trial import WORKER_ATTR
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            worker = trial.user_attrs.get(WORKER_ATTR)
-            if worker is not None and not is_alive(worker):
-                self.storage_backend.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-                log.info(
-                    "trial %d was interrupted (its sweeper %s is gone); it will be run again",
-                    trial.number,
-                    worker,
-                )
 
     @staticmethod
     def _budget_used(trials: Sequence[Any]) -> int:
@@ -150,6 +135,8 @@ class MedexpOptunaSweeper(Sweeper):
             return f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {self.max_failure_rate!r}."
         if self.direction not in ("minimize", "maximize"):
             return f"hydra.sweeper.direction must be minimize or maximize, got {self.direction!r}."
+        if any(d not in ("minimize", "maximize") for d in self.directions or []):
+            return f"hydra.sweeper.directions must each be minimize or maximize, got {self.directions!r}."
         if self.pruner.get("name") not in PRUNERS:
             return (
                 f"hydra.sweeper.pruner.name={self.pruner.get('name')!r} is not a pruner medexp knows. "
@@ -158,11 +145,16 @@ class MedexpOptunaSweeper(Sweeper):
         return None
 
     def sweep(self, arguments: list[str]) -> Any:
-        from medexp.sweep.report import StudyRun, best_trial_summary, mask_password
+        from medexp.config.checks import optimized_metrics
+        from medexp.sweep.objectives import objectives_error
+        from medexp.sweep.report import StudyRun, best_trial_summary, mask_password, print_best
 
         try:
             space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
-            error = self.options_error()
+            # own options first, then what the trials are judged on against the composed eval group
+            error = self.options_error() or objectives_error(
+                self.config, self.directions, self.constraints, self.pruner["name"]
+            )
         except (ValueError, HydraException) as err:
             error = f"the search space cannot be sampled: {err}. Use choice(...), interval(...), range(...) or tag(log, interval(...))."
         if error is not None:
@@ -173,12 +165,13 @@ class MedexpOptunaSweeper(Sweeper):
         except UserError as err:
             exit_with(err)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        self._mark_interrupted(study)
-        metric = str(self.config.get("optimized_metric", "value"))
+        mark_interrupted(study, self.storage_backend)
+        metrics = optimized_metrics(self.config)
         describe = {
             "study_name": self.study_name,
             "storage": mask_password(url),
-            "direction": self.direction,
+            "direction": self.directions or self.direction,
+            "constraints": self.constraints or None,
             "n_trials": self.n_trials,
             "sampler": type(self.sampler).__name__,
             "sampler.config": OmegaConf.to_yaml(self.config.hydra.sweeper.sampler).strip(),
@@ -197,10 +190,10 @@ class MedexpOptunaSweeper(Sweeper):
 
         stopped = self._run_trials(study, url, space, fixed, parent)
 
-        best = best_trial_summary(study, metric)
+        best = best_trial_summary(study, metrics)
         if parent is not None:
-            parent.finish(study, self.sweep_dir, metric, failed=stopped is not None)
-        self._print_best(best, metric, parent)
+            parent.finish(study, self.sweep_dir, metrics, failed=stopped is not None)
+        print_best(study, best, metrics, parent)
         if stopped is not None:
             exit_with(stopped, status=3)  # the sweep ran and failed too often: not a config mistake
         return best
@@ -234,11 +227,13 @@ class MedexpOptunaSweeper(Sweeper):
 
             batch = []
             for trial in trials:
-                overrides = [f"{k}={v}" for k, v in fixed.items()]
-                overrides += [f"{k}={v}" for k, v in trial.params.items()]
+                overrides = continue_interrupted(self.storage_backend, trial, self.sweep_dir)
+                if overrides is None:
+                    overrides = [f"{k}={v}" for k, v in fixed.items()]
+                    overrides += [f"{k}={v}" for k, v in trial.params.items()]
                 overrides += [
-                    f"optuna.storage={_quote(url)}",
-                    f"optuna.study_name={_quote(study.study_name)}",
+                    f"optuna.storage={quote_value(url)}",
+                    f"optuna.study_name={quote_value(study.study_name)}",
                     f"optuna.trial={trial.number}",
                     f"hydra.sweep.subdir=trial_{trial.number}",
                 ]
@@ -269,8 +264,9 @@ class MedexpOptunaSweeper(Sweeper):
 
         from medexp.sweep.trial import ERROR_ATTR, is_finite
 
-        if ret.status == JobStatus.COMPLETED and is_finite(ret.return_value):
-            study.tell(trial, float(ret.return_value))
+        values = ret.return_value if isinstance(ret.return_value, list | tuple) else [ret.return_value]
+        if ret.status == JobStatus.COMPLETED and all(is_finite(v) for v in values):
+            study.tell(trial, [float(v) for v in values] if len(values) > 1 else float(values[0]))
             log.info("trial %d: %s", trial.number, ret.return_value)
             return
         if ret.status == JobStatus.COMPLETED:
@@ -291,16 +287,3 @@ class MedexpOptunaSweeper(Sweeper):
         trial.set_user_attr(ERROR_ATTR, error[:2000])
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         log.warning("trial %d failed: %s", trial.number, error)
-
-    @staticmethod
-    def _print_best(best: dict[str, Any] | None, metric: str, parent) -> None:
-        if best is None:
-            print("medexp: no trial of this study has completed yet.")
-            return
-        lines = [
-            f"best trial: #{best['trial']}  {metric}={best[metric]:.6g}",
-            "  params: " + "  ".join(f"{k}={v}" for k, v in best["params"].items()),
-            f"  MLflow run: {best['mlflow_run_id']}" + (f"  (study run {parent.run_id})" if parent else ""),
-            f"  reproduce: {best['command']}",
-        ]
-        print("\n".join(lines))

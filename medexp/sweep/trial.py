@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # Study and trial user attributes medexp reads and writes.
 PRUNER_ATTR = "medexp.pruner"  # study: the pruner spec, so trial processes build the same pruner
+CONSTRAINTS_ATTR = "medexp.constraints"  # study: hydra.sweeper.constraints, judged by each trial at its end
 PARENT_RUN_ATTR = "medexp.mlflow_parent_run_id"  # study: the MLflow run grouping all trials
 RUN_ID_ATTR = "medexp.mlflow_run_id"  # trial: its child MLflow run
 STEPS_ATTR = "medexp.steps"  # trial: optimizer steps it consumed
@@ -29,7 +30,24 @@ OVERRIDES_ATTR = "medexp.overrides"  # trial: the overrides it ran with
 WORKER_ATTR = "medexp.worker"  # trial: host:pid of the sweeper process that runs it
 SURPLUS_ATTR = "medexp.surplus"  # trial: asked beyond n_trials by a racing worker, never run
 
+RETRIED_ATTR = "failed_trial"  # trial system attr (Optuna's retry callback): the trial it continues
+MAX_RETRIES = (
+    3  # a trial whose worker died this many times (an OOM-kill loop, a bad node) is not retried again
+)
+
 PRUNERS = ("median", "hyperband", "none")  # the values of medexp.sweep.schema.PrunerName
+
+
+def retry_interrupted():
+    """Optuna's callback that queues a trial whose worker died again, with its params, user attributes (its
+    MLflow run) and reported eval_losses; the sweeper runs the copy as `resume=` of the dead trial's run."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=MAX_RETRIES, inherit_intermediate_values=True
+        )
 
 
 def open_storage(url: str, heartbeat: bool = False):
@@ -37,8 +55,13 @@ def open_storage(url: str, heartbeat: bool = False):
     import optuna
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # A running trial whose sweeper stopped sending heartbeats for 10 minutes is marked as interrupted.
-    beat = {"heartbeat_interval": 30, "grace_period": 600} if heartbeat else {}
+    # A running trial whose sweeper stopped sending heartbeats for 10 minutes is marked as interrupted and queued
+    # again to continue from its checkpoint.
+    beat = (
+        {"heartbeat_interval": 30, "grace_period": 600, "failed_trial_callback": retry_interrupted()}
+        if heartbeat
+        else {}
+    )
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
     from medexp.config import UserError
@@ -83,6 +106,7 @@ class TrialReporter:
     trial: Any
     study_name: str
     parent_run_id: str | None
+    constraints: list[str] = field(default_factory=list)  # the study's hydra.sweeper.constraints
     pruned_at: int | None = None
 
     @property
@@ -101,11 +125,23 @@ class TrialReporter:
     def attach_run(self, run_id: str | None) -> None:
         self.trial.set_user_attr(RUN_ID_ATTR, run_id)
 
-    def finish(self, tracker, steps: int) -> None:
-        """Record the steps this trial consumed, and on its run whether it was pruned. (The run's final
-        `medexp.trial_state` is set by the sweeper, from the state Optuna was told.)"""
+    def finish(self, tracker, steps: int, metrics: dict[str, float]) -> None:
+        """Record the steps this trial consumed, its constraint values, and on its run whether it was pruned
+        and met the constraints. (The run's final `medexp.trial_state` is set by the sweeper, from the state
+        Optuna was told.)"""
+        from medexp.sweep.objectives import parse_constraints
+
         self.trial.set_user_attr(STEPS_ATTR, steps)
-        tracker.set_tags({"pruned": str(self.pruned_at is not None).lower()})
+        tags = {"pruned": str(self.pruned_at is not None).lower()}
+        violations = {c.text: c.violation(metrics) for c in parse_constraints(self.constraints)}
+        for text, violation in violations.items():
+            self.trial.set_constraint(text, violation)  # <= 0: met; Optuna's best trial is a feasible one
+        if violations:
+            tags["medexp.feasible"] = str(all(v <= 0 for v in violations.values())).lower()
+            broken = [text for text, v in violations.items() if v > 0]
+            if broken:
+                log.info("trial %d breaks the constraints: %s", self.number, "; ".join(broken))
+        tracker.set_tags(tags)
 
     def callback(self):
         from transformers import TrainerCallback
@@ -115,7 +151,7 @@ class TrialReporter:
         class ReportAndPrune(TrainerCallback):
             def on_evaluate(self, args, state, control, metrics=None, **kwargs):
                 value = (metrics or {}).get("eval_loss")
-                if value is None:
+                if value is None or len(reporter.trial.study.directions) > 1:  # multi-objective: no pruning
                     return
                 reporter.trial.report(float(value), step=state.global_step)
                 if reporter.trial.should_prune():
@@ -148,6 +184,7 @@ def connect_trial(optuna_cfg: DictConfig | None) -> TrialReporter | None:
         trial=optuna.trial.Trial(study, trial_id),
         study_name=str(optuna_cfg.study_name),
         parent_run_id=attrs.get(PARENT_RUN_ATTR),
+        constraints=list(attrs.get(CONSTRAINTS_ATTR) or []),
     )
 
 

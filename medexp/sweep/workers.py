@@ -1,10 +1,18 @@
-"""Which sweeper process runs a trial, whether it is still alive, and its heartbeat while trials run."""
+"""Which sweeper process runs a trial, whether it is still alive, its heartbeat while trials run, and what becomes
+of the trials of a worker that died: they continue from their last checkpoint as new trials."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
+import warnings
+from pathlib import Path
+
+from medexp.sweep.search_space import quote_value
+
+log = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
@@ -47,3 +55,42 @@ class Heartbeat:
         self.stop.set()
         self.thread.join()
         return False
+
+
+def mark_interrupted(study, storage) -> None:
+    """Running trials whose sweeper died (this host: its pid is gone; elsewhere: no heartbeat for the grace
+    period) end FAIL without an error, so they do not count, and are queued again with their params."""
+    import optuna
+
+    from medexp.sweep.trial import WORKER_ATTR, retry_interrupted
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # the storage's failed_trial_callback queues them again
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if worker is not None and not is_alive(worker):
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            retry_interrupted()(study, storage.get_trial(trial._trial_id))
+            log.info(
+                "trial %d was interrupted (its sweeper %s is gone); it continues as a new trial from its last "
+                "checkpoint",
+                trial.number,
+                worker,
+            )
+
+
+def continue_interrupted(storage, trial, sweep_dir: Path) -> list[str] | None:
+    """For a queued copy of an interrupted trial: `resume=` of that trial's run (its checkpoint, steps and MLflow
+    run: the training run's own resume). None for a new trial, or a copy of one killed before its run began."""
+    from medexp.sweep.trial import RETRIED_ATTR
+
+    origin = storage.get_trial_system_attrs(trial._trial_id).get(RETRIED_ATTR)
+    if origin is None:
+        return None
+    run_dir = (sweep_dir / f"trial_{origin}").resolve()
+    if not (run_dir / "run.json").is_file():
+        log.info("trial %d repeats trial %d, killed before its run started", trial.number, origin)
+        return None
+    log.info("trial %d continues trial %d (its worker died) in %s", trial.number, origin, run_dir)
+    return [f"resume={quote_value(run_dir)}"]

@@ -30,9 +30,10 @@ FORMS = (
     "Name the run to resume as resume=<its output directory> (outputs/<date>/<time>, where its config.yaml and "
     "run.json are) or resume=<its MLflow run id> (32 hex characters, looked up in tracking.uri)."
 )
-# Overrides that may come with resume=: where to look the run id up, where this invocation's own log goes.
+# Overrides that may come with resume=: where to look the run id up, where this invocation's own log goes, and
+# (from the sweeper, for a trial whose worker died) which Optuna trial the continued run now reports to.
 # Anything else would silently not apply, so it is refused.
-RESUME_OVERRIDES = ("resume", "tracking.uri", "paths.")
+RESUME_OVERRIDES = ("resume", "tracking.uri", "paths.", "optuna.")
 
 
 @dataclass
@@ -44,8 +45,13 @@ class Resumption:
     metrics: dict[str, float] = field(default_factory=dict)  # the final metrics of a finished run
 
 
-def find_run(address: str, tracking_uri: str, overrides: list[str]) -> Resumption:
-    """The run `resume=` names, with its saved config; UserError when it is not a medexp run to continue."""
+def find_run(
+    address: str, tracking_uri: str, overrides: list[str], trial: DictConfig | None = None
+) -> Resumption:
+    """The run `resume=` names, with its saved config; UserError when it is not a medexp run to continue.
+
+    `trial`: this invocation's `optuna` node. A sweep retrying a trial whose worker died resumes that trial's run
+    as a new Optuna trial (same params, same MLflow run), so the saved config's trial number is replaced."""
     extra = [o for o in overrides if not o.lstrip("+~").startswith(RESUME_OVERRIDES)]
     if extra:
         raise UserError(
@@ -60,7 +66,10 @@ def find_run(address: str, tracking_uri: str, overrides: list[str]) -> Resumptio
         run_dir = _output_dir_of(address, tracking_uri)
     else:
         raise UserError(f"resume={address!r} is neither an existing directory nor an MLflow run id. {FORMS}")
-    return _read_run(run_dir.resolve(), address)
+    found = _read_run(run_dir.resolve(), address)
+    if trial is not None and trial.get("trial") is not None:
+        found.config.optuna = trial
+    return found
 
 
 def _output_dir_of(run_id: str, tracking_uri: str) -> Path:
