@@ -115,6 +115,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "hydra.sweeper.storage=nosuchdb://x"], "nosuchdb"),
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "hydra.sweeper.pruner.name=sometimes"], "sometimes"),
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "hydra.sweeper.params.lora.r=choice()"], "lora.r"),
+    ("train", ["--multirun", "hparams_search=lora_optuna", *T, 'hydra.sweeper.constraints=["eval/made_up >= 1"]'], "eval/made_up"),
+    ("train", ["--multirun", "hparams_search=lora_optuna", *T, 'hydra.sweeper.constraints=["eval/safety_pass_rate >= 0.9"]'], "eval.safety.enabled"),
+    ("train", ["--multirun", "hparams_search=lora_optuna", *T, 'hydra.sweeper.constraints=["eval_loss < 3"]'], "eval_loss < 3"),
+    ("train", ["--multirun", "hparams_search=lora_optuna", *T, "optimized_metric=[eval_loss,eval/perplexity]", "hydra.sweeper.directions=[minimize,maximize]"], "cannot prune"),
+    ("train", [*T, "optimized_metric=eval/rouge_l", "eval.generation.enabled=false"], "eval.generation.enabled"),
     # --- sources that are not runs: evaluate, export, chat, serve ---------------------------------------------
     ("evaluate", ["source=nowhere"], "nowhere"),
     ("evaluate", ["source=not_a_run"], "not_a_run"),

@@ -525,25 +525,6 @@ def test_constraints_and_objectives_are_parsed_and_checked_against_the_eval_grou
     assert objectives_error(two, ["minimize", "maximize"], [], "none") is None
 
 
-@pytest.mark.parametrize(
-    ("extra", "names"),
-    [
-        (['hydra.sweeper.constraints=["eval/safety_pass_rate >= 0.9"]'], ["eval.safety.enabled is off"]),
-        (['hydra.sweeper.constraints=["eval/made_up >= 1"]'], ["eval/made_up", "not a metric"]),
-        (["optimized_metric=[eval_loss,eval/perplexity]"], ["one direction for each"]),
-        (
-            ["optimized_metric=[eval_loss,eval/perplexity]", "hydra.sweeper.directions=[minimize,maximize]"],
-            ["cannot prune", "hydra.sweeper.pruner.name=none"],
-        ),
-    ],
-)
-def test_bad_objectives_are_refused_before_any_trial(tmp_path, extra, names):
-    proc = sweep(tmp_path, 2, *extra, expect=2)
-    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("medexp: error:")]
-    assert all(n in line for n in names), line
-    assert not (tmp_path / "multirun" / "lora_optuna" / "optuna.db").exists()  # nothing written to a study
-
-
 def test_a_constrained_multi_objective_study_keeps_infeasible_trials_off_the_front(tmp_path):
     """Two seeded trials: one that learns (low eval_loss and perplexity) and one that barely moves. Minimising
     eval_loss while maximising perplexity, neither dominates the other; the constraint keeps only the one that

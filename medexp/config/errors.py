@@ -222,6 +222,16 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     return f" Did you mean {' or '.join(close)}?" if close else ""
 
 
+# Hydra's launcher plugins, by the option name they add to hydra/launcher, and the package that adds it.
+LAUNCHER_PACKAGES = {
+    "joblib": "hydra-joblib-launcher",
+    "submitit_local": "hydra-submitit-launcher",
+    "submitit_slurm": "hydra-submitit-launcher",
+    "rq": "hydra-rq-launcher",
+    "ray_aws": "hydra-ray-launcher",
+}
+
+
 def describe_config_error(err: BaseException) -> str:
     """One paragraph for a Hydra or OmegaConf config error: which key, where it came from, what would work."""
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -244,6 +254,12 @@ def describe_config_error(err: BaseException) -> str:
         group = (err.missing_cfg_file or "").rpartition("/")[0] or "the"
         wanted = (err.missing_cfg_file or "").rpartition("/")[2]
         options = sorted(o for o in err.options if o != "schema")
+        if group == "hydra/launcher" and wanted in LAUNCHER_PACKAGES:  # a plugin, not a medexp option
+            return (
+                f"hydra/launcher={wanted} is a Hydra launcher plugin that is not installed (installed launchers: "
+                f"{', '.join(options)}). Install it with pip install {LAUNCHER_PACKAGES[wanted]} (or pip install "
+                "-e '.[sweep]'), then run the command again."
+            )
         return (
             f"There is no option {wanted!r} in the {group} config group.{did_you_mean(wanted, options)} "
             f"Options: {', '.join(options)} (the YAML files in conf/{group}/, plus any hydra.searchpath directory)."

@@ -4,6 +4,7 @@ refused before doing anything), a distributed launch and its rank."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -94,7 +95,14 @@ def gradient_accumulation(trainer_cfg: DictConfig) -> int:
 
 
 def check_launch() -> None:
-    """A launch across nodes needs one run directory that every node names: refuse one that would make several."""
+    """A launch across nodes needs one run directory that every node names: refuse one that would make several.
+    A parallel sweep job gets its share of CPU threads (OMP_NUM_THREADS, set per job by the sweeper)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
+        # a worker process reused for another job: torch read OMP_NUM_THREADS once, when it was first imported
+        import torch
+
+        torch.set_num_threads(int(threads))
     nodes_differ = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")) != os.environ.get(
         "WORLD_SIZE", "1"
     )

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medexp.config import UserError, exit_with
 from medexp.sweep.search_space import quote_value, search_space
-from medexp.sweep.workers import Heartbeat, continue_interrupted, mark_interrupted, worker_id
+from medexp.sweep.workers import Heartbeat, continue_interrupted, job_share, mark_interrupted, worker_id
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,11 @@ class MedexpOptunaSweeper(Sweeper):
             return f"hydra.sweeper.n_trials must be a positive whole number, got {self.n_trials!r}."
         if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
             return f"hydra.sweeper.n_jobs must be a positive whole number, got {self.n_jobs!r}."
+        if self.n_jobs > self.n_trials:
+            return (
+                f"hydra.sweeper.n_jobs={self.n_jobs} is more than hydra.sweeper.n_trials={self.n_trials}: the "
+                "surplus jobs would have nothing to run. Set n_jobs to n_trials or fewer."
+            )
         if not 0 <= self.max_failure_rate <= 1:
             return f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {self.max_failure_rate!r}."
         if self.direction not in ("minimize", "maximize"):
@@ -166,6 +171,13 @@ class MedexpOptunaSweeper(Sweeper):
             exit_with(err)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         mark_interrupted(study, self.storage_backend)
+        left = self.n_trials - self._budget_used(study.trials)
+        if 0 < left < self.n_jobs:  # a resumed study; a new one was checked against n_trials above
+            exit_with(
+                f"hydra.sweeper.n_jobs={self.n_jobs} is more than the {left} trials study {self.study_name!r} has "
+                f"left (n_trials={self.n_trials}, {self.n_trials - left} done or running): the surplus jobs would "
+                f"have nothing to run. Set hydra.sweeper.n_jobs={left} or fewer, or raise hydra.sweeper.n_trials."
+            )
         metrics = optimized_metrics(self.config)
         describe = {
             "study_name": self.study_name,
@@ -226,7 +238,7 @@ class MedexpOptunaSweeper(Sweeper):
                 return None
 
             batch = []
-            for trial in trials:
+            for slot, trial in enumerate(trials):
                 overrides = continue_interrupted(self.storage_backend, trial, self.sweep_dir)
                 if overrides is None:
                     overrides = [f"{k}={v}" for k, v in fixed.items()]
@@ -236,6 +248,7 @@ class MedexpOptunaSweeper(Sweeper):
                     f"optuna.study_name={quote_value(study.study_name)}",
                     f"optuna.trial={trial.number}",
                     f"hydra.sweep.subdir=trial_{trial.number}",
+                    *job_share(self.launcher, len(trials), slot),  # threads (and a GPU) per parallel job
                 ]
                 trial.set_user_attr(OVERRIDES_ATTR, overrides)
                 trial.set_user_attr(WORKER_ATTR, worker_id())

@@ -94,3 +94,36 @@ def continue_interrupted(storage, trial, sweep_dir: Path) -> list[str] | None:
         return None
     log.info("trial %d continues trial %d (its worker died) in %s", trial.number, origin, run_dir)
     return [f"resume={quote_value(run_dir)}"]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (or nvidia-smi counts them); none on a
+    machine without NVIDIA GPUs. Read without importing torch, which would initialise CUDA in the sweeper."""
+    import shutil
+    import subprocess
+
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+    return [str(i) for i, line in enumerate(listed.splitlines()) if line.startswith("GPU ")]
+
+
+# Launchers that run a batch's jobs at once on this machine (hydra-joblib-launcher; hydra-submitit-launcher's
+# submitit_local). Hydra's basic launcher runs them one by one; submitit_slurm's jobs get their own nodes.
+_LOCAL_PARALLEL = ("JoblibLauncher", "LocalLauncher")
+
+
+def job_share(launcher, jobs: int, slot: int) -> list[str]:
+    """Overrides giving job `slot` of `jobs` launched at once its share of this machine: its CPU threads, and on
+    the joblib launcher one GPU of those visible (submitit's local executor assigns GPUs itself)."""
+    kind = type(launcher).__name__
+    if jobs < 2 or kind not in _LOCAL_PARALLEL:
+        return []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    env = {"OMP_NUM_THREADS": str(max(1, cores // jobs))}  # torch threads in every job would oversubscribe
+    gpus = visible_gpus()
+    if gpus and kind == "JoblibLauncher":
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    return [f"++hydra.job.env_set.{key}={value}" for key, value in env.items()]
