@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -568,3 +569,48 @@ def seeded_study_directions(tmp_path: Path, directions: list[str], *params: dict
     s = optuna.create_study(study_name="lora_optuna", storage=storage(tmp_path), directions=directions)
     for p in params:
         s.enqueue_trial(p)
+
+
+# --- parallel trials through Hydra's launchers ------------------------------------------------------------------
+
+
+def _trial_span(trial_dir: Path) -> tuple[str, str]:
+    """The first and last timestamps of a trial's Hydra job log ("[2026-11-23 17:45:01,123][...")."""
+    stamps = [
+        line[1:24] for line in (trial_dir / "train.log").read_text().splitlines() if line.startswith("[20")
+    ]
+    return stamps[0], stamps[-1]
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_trials_run_at_once_through_hydras_launchers(tmp_path, launcher):
+    """n_jobs=2 trials at once, each in its own process with its share of the cores, reconnecting to the study
+    through the storage URL (submitit_local pickles the job as SLURM would)."""
+    import yaml
+
+    sweep(tmp_path, 2, f"hydra/launcher={launcher}", "hydra.sweeper.n_jobs=2", NO_PRUNING)
+    trials = study(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(t.intermediate_values for t in trials)  # each job reported to the study as it trained
+    sweeper_pid = int(trials[0].user_attrs["medexp.worker"].rpartition(":")[2])
+    dirs = [tmp_path / "multirun" / "lora_optuna" / f"trial_{t.number}" for t in trials]
+    pids = {json.loads((d / "run.json").read_text())["pid"] for d in dirs}
+    assert len(pids) == 2 and sweeper_pid not in pids  # two processes of their own
+    (a_start, a_end), (b_start, b_end) = (_trial_span(d) for d in dirs)
+    assert a_start < b_end and b_start < a_end  # the two trials' runs overlapped in time
+    cores = len(os.sched_getaffinity(0))
+    for d in dirs:
+        env = yaml.safe_load((d / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["env_set"]
+        assert env["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+
+
+def test_the_slurm_preset_composes_with_gpus_time_and_memory_per_trial():
+    cfg, _ = _sweeper_params("hparams_search=lora_optuna", "hydra/launcher=slurm_trial")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.timeout_min, launcher.mem_gb) == (
+        1,
+        1,
+        240,
+        32,
+    )
