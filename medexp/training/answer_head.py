@@ -11,6 +11,11 @@ forward with the compact projection on CPU/MPS: the same kernel (`trl.kernels.Ch
 gathered answer positions, scattered back into the (batch, length - 1) shape TRL's `compute_loss` reads. Loss,
 gradients and TRL's entropy / accuracy metrics are unchanged (tests/test_answer_head.py); models whose head TRL
 scales, soft-caps or pairs with a router loss keep TRL's forward.
+
+TRL's kernel recomputes each logits tile in its backward (three matmuls with the LM head, memory-lean). On a CPU,
+memory is rarely what limits a LoRA run, so while the answer positions' fp32 logits fit in STORED_LOGITS_BYTES
+they are kept for the backward instead: two matmuls, about half the head's time (measured by
+benchmarks/throughput.py); larger batches, and bf16/fp16, go through TRL's kernel.
 """
 
 from __future__ import annotations
@@ -26,8 +31,32 @@ _SCALED_HEAD = (
     "logits_scaling",
 )
 _CHUNK = 32768  # vocabulary columns per tile, TRL's own _CHUNKED_LOGPROB_CHUNK_SIZE
+# Kept logits (answer tokens x vocab x 4 bytes) up to this: ~10k answer tokens of a 49,152-token vocabulary. The
+# backward briefly needs about three times as much again.
+STORED_LOGITS_BYTES = 2 * 2**30
+_METRIC_ROWS = (
+    1024  # rows per pass of the entropy / accuracy computation, which needs a softmax-sized temporary
+)
 # TRL's metrics read these; their computation is part of the same tiled pass.
 _OUTPUTS = ("log_probs", "entropy", "is_top1")
+
+
+def _stored_logits_head(hidden, weight, bias, targets):
+    """TRL's (log_probs, entropy, None, None, is_top1) for fp32 rows, with the logits kept for the backward."""
+    import torch
+
+    logits = hidden @ weight.T if bias is None else torch.addmm(bias, hidden, weight.T)
+    logz = torch.logsumexp(logits, dim=-1)
+    log_probs = logits.gather(1, targets[:, None]).squeeze(1) - logz
+    entropy = torch.empty_like(logz, requires_grad=False)
+    is_top1 = torch.empty(logz.shape, dtype=torch.bool)  # TRL's dtype
+    with torch.no_grad():  # metrics only, as in TRL: entropy = logZ - sum(p * logit)
+        for start in range(0, logits.shape[0], _METRIC_ROWS):
+            rows, z = logits[start : start + _METRIC_ROWS], logz[start : start + _METRIC_ROWS]
+            p = torch.exp(rows - z[:, None])
+            entropy[start : start + _METRIC_ROWS] = z - (p * rows).sum(-1)
+            is_top1[start : start + _METRIC_ROWS] = rows.argmax(-1) == targets[start : start + _METRIC_ROWS]
+    return log_probs, entropy, None, None, is_top1
 
 
 def score_answer_tokens_only(model) -> bool:
@@ -70,9 +99,16 @@ def score_answer_tokens_only(model) -> bool:
         labels = labels[:, 1:].to(hidden.device)
         mask = labels != -100
         head = self.get_output_embeddings()
-        per_token = ChunkedLogProbFunction.apply(
-            hidden[mask], head.weight, head.bias, labels[mask], 1.0, _CHUNK, None, 1.0, _OUTPUTS
-        )
+        selected, targets = hidden[mask], labels[mask]
+        if (
+            selected.dtype == torch.float32
+            and selected.shape[0] * head.weight.shape[0] * 4 <= STORED_LOGITS_BYTES
+        ):
+            per_token = _stored_logits_head(selected, head.weight, head.bias, targets)
+        else:
+            per_token = ChunkedLogProbFunction.apply(
+                selected, head.weight, head.bias, targets, 1.0, _CHUNK, None, 1.0, _OUTPUTS
+            )
         # masked_scatter keeps an all-prompt micro-batch connected to the graph (a differentiable zero loss)
         log_probs, entropy, _, _, is_top1 = (
             None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token
