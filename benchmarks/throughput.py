@@ -146,6 +146,23 @@ def run_child(variant: str, args: argparse.Namespace, work: Path) -> dict:
     return json.loads(result.read_text())
 
 
+def reuse(path: Path, results: list[dict], settings: dict, machine: dict) -> list[dict]:
+    """These results plus the earlier report's variants that were not run now, in variant order; refused unless
+    that report had the same settings, training data and machine."""
+    earlier = json.loads(path.read_text())
+    same = {k: v for k, v in settings.items() if k != "precision"}
+    if {k: earlier["settings"].get(k) for k in same} != same or earlier["machine"] != machine:
+        raise SystemExit(
+            f"--reuse {path}: its settings or machine differ from this run's; rerun every variant"
+        )
+    digests = {r["data"]["pairs_digest"] for r in results + earlier["results"]}
+    if len(digests) != 1:
+        raise SystemExit(f"--reuse {path}: it trained on other rows ({digests})")
+    ran = {r["variant"] for r in results}
+    kept = [dict(r, reused_from=str(path.name)) for r in earlier["results"] if r["variant"] not in ran]
+    return sorted(results + kept, key=lambda r: r["variant"])
+
+
 def ratio(x: float, y: float) -> float:
     return round(x / y, 3) if y else math.nan
 
@@ -246,6 +263,13 @@ def main() -> None:
     )
     parser.add_argument("--attn", default="sdpa", help="attn_implementation of every variant")
     parser.add_argument("--out", type=Path, default=None, help=f"the JSON report (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="an earlier report: the variants not run now are taken from it (same settings, data and machine); "
+        "for rerunning medexp's variants after a change to medexp's training only",
+    )
     parser.add_argument("--variant", choices=["setup", *VARIANTS], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -300,6 +324,8 @@ def main() -> None:
         "precision": results[0]["precision"],
         "quick": args.quick,
     }
+    if args.reuse is not None:
+        results = reuse(args.reuse, results, settings, setup_info["machine"])
     rep = report(setup_info["machine"], settings, results)
     print()
     print(rep["table"])
