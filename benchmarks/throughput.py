@@ -219,6 +219,16 @@ def report(machine: dict, settings: dict, results: list[dict]) -> dict:
         f"(a)/max(c, d, e) = {shown(ratios['a_over_best_trl'])} against ({best_trl}) "
         f"(target >= {TARGETS['a_over_best_trl']}x): targets {'met' if met else 'NOT met'}.",
         "",
+        *(
+            [
+                f"Variants {', '.join(r['variant'] for r in results if 'reused_from' in r)} are from an earlier run "
+                f"with the same settings, rows and machine ({results[-1].get('reused_from', '')}; they do not "
+                "run medexp's training code); the others were rerun after a change to it.",
+                "",
+            ]
+            if any("reused_from" in r for r in results)
+            else []
+        ),
         f"Machine: {cpu}; {device}; torch {machine['torch']} with {machine['torch_threads']} threads, "
         f"transformers {machine['transformers']}, trl {machine['trl']}, peft {machine['peft']}.",
         f"Setup: SmolLM-135M's shape with {settings['layers']} layers and a {settings['vocab']}-token vocab "
