@@ -222,7 +222,7 @@ def report(machine: dict, settings: dict, results: list[dict]) -> dict:
         *(
             [
                 f"Variants {', '.join(r['variant'] for r in results if 'reused_from' in r)} are from an earlier run "
-                f"with the same settings, rows and machine ({results[-1].get('reused_from', '')}; they do not "
+                f"with the same settings, rows and machine ({next(r['reused_from'] for r in results if 'reused_from' in r)}; they do not "
                 "run medexp's training code); the others were rerun after a change to it.",
                 "",
             ]
