@@ -107,8 +107,10 @@ NO_PRUNING = "hydra.sweeper.pruner.name=none"  # where a test asserts that every
 
 
 def test_sweep_groups_trials_in_mlflow_and_reproduces_the_best(tmp_path):
-    proc = sweep(tmp_path, 4, NO_PRUNING)
+    # two trials at a time through hydra-joblib-launcher: the parallel path (and its per-job share of the cores)
+    proc = sweep(tmp_path, 4, NO_PRUNING, "hydra/launcher=joblib", "hydra.sweeper.n_jobs=2")
     assert states(tmp_path) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE", 3: "COMPLETE"}
+    assert_ran_at_once(tmp_path, [0, 1])
 
     client, parents, children = mlflow_runs(tmp_path)
     (parent,) = parents
@@ -187,9 +189,9 @@ def test_bad_learning_rate_is_pruned(tmp_path):
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     good = {"lora.r": 8, "trainer.learning_rate": 1e-3}
-    seeded_study(tmp_path, {"lora.r": 0, "trainer.learning_rate": 1e-3}, good, good)
-    proc = sweep(tmp_path, 3, "lora.r=choice(0, 8)", NO_PRUNING)
-    assert states(tmp_path) == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}
+    seeded_study(tmp_path, {"lora.r": 0, "trainer.learning_rate": 1e-3}, good)
+    proc = sweep(tmp_path, 2, "lora.r=choice(0, 8)", NO_PRUNING)
+    assert states(tmp_path) == {0: "FAIL", 1: "COMPLETE"}
     # the UserError's own paragraph is recorded (its exact wording is medexp.config's)
     error = study(tmp_path).trials[0].user_attrs["medexp.error"]
     assert error.startswith("UserError: lora.r must be") and "got 0" in error
@@ -582,26 +584,33 @@ def _trial_span(trial_dir: Path) -> tuple[str, str]:
     return stamps[0], stamps[-1]
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_parallel_trials_run_at_once_through_hydras_launchers(tmp_path, launcher):
-    """n_jobs=2 trials at once, each in its own process with its share of the cores, reconnecting to the study
-    through the storage URL (submitit_local pickles the job as SLURM would)."""
+def assert_ran_at_once(tmp_path: Path, numbers: list[int]) -> None:
+    """Those trials ran in processes of their own (not the sweeper's), at the same time, each with its share
+    of the cores."""
     import yaml
 
-    sweep(tmp_path, 2, f"hydra/launcher={launcher}", "hydra.sweeper.n_jobs=2", NO_PRUNING)
+    trials = study(tmp_path).trials
+    sweeper_pid = int(trials[0].user_attrs["medexp.worker"].rpartition(":")[2])
+    dirs = [tmp_path / "multirun" / "lora_optuna" / f"trial_{n}" for n in numbers]
+    pids = {json.loads((d / "run.json").read_text())["pid"] for d in dirs}
+    assert len(pids) == len(numbers) and sweeper_pid not in pids
+    (a_start, a_end), (b_start, b_end) = (_trial_span(d) for d in dirs[:2])
+    assert a_start < b_end and b_start < a_end  # the two trials' runs overlapped in time
+    share = str(max(1, len(os.sched_getaffinity(0)) // len(numbers)))
+    for d in dirs:
+        env = yaml.safe_load((d / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["env_set"]
+        assert env["OMP_NUM_THREADS"] == share
+
+
+def test_submitit_local_runs_trials_as_slurm_would(tmp_path):
+    """hydra/launcher=submitit_local: each job pickled and run in a process of its own, reconnecting to the
+    study through the storage URL to report and be pruned, two at once."""
+    sweep(tmp_path, 2, "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", NO_PRUNING)
     trials = study(tmp_path).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(t.intermediate_values for t in trials)  # each job reported to the study as it trained
-    sweeper_pid = int(trials[0].user_attrs["medexp.worker"].rpartition(":")[2])
-    dirs = [tmp_path / "multirun" / "lora_optuna" / f"trial_{t.number}" for t in trials]
-    pids = {json.loads((d / "run.json").read_text())["pid"] for d in dirs}
-    assert len(pids) == 2 and sweeper_pid not in pids  # two processes of their own
-    (a_start, a_end), (b_start, b_end) = (_trial_span(d) for d in dirs)
-    assert a_start < b_end and b_start < a_end  # the two trials' runs overlapped in time
-    cores = len(os.sched_getaffinity(0))
-    for d in dirs:
-        env = yaml.safe_load((d / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["env_set"]
-        assert env["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert_ran_at_once(tmp_path, [0, 1])
+    assert (tmp_path / "multirun" / "lora_optuna" / ".submitit").is_dir()
 
 
 def test_the_slurm_preset_composes_with_gpus_time_and_memory_per_trial():
