@@ -239,7 +239,7 @@ class MedexpOptunaSweeper(Sweeper):
 
             batch = []
             for slot, trial in enumerate(trials):
-                overrides = continue_interrupted(self.storage_backend, trial, self.sweep_dir)
+                overrides = continue_interrupted(self.storage_backend, trial, self.sweep_dir, fixed)
                 if overrides is None:
                     overrides = [f"{k}={v}" for k, v in fixed.items()]
                     overrides += [f"{k}={v}" for k, v in trial.params.items()]
@@ -277,7 +277,8 @@ class MedexpOptunaSweeper(Sweeper):
 
         from medexp.sweep.trial import ERROR_ATTR, is_finite
 
-        values = ret.return_value if isinstance(ret.return_value, list | tuple) else [ret.return_value]
+        returned = ret._return_value  # JobReturn.return_value would raise a failed job's exception
+        values = returned if isinstance(returned, list | tuple) else [returned]  # several: multi-objective
         if ret.status == JobStatus.COMPLETED and all(is_finite(v) for v in values):
             study.tell(trial, [float(v) for v in values] if len(values) > 1 else float(values[0]))
             log.info("trial %d: %s", trial.number, ret.return_value)

@@ -58,7 +58,7 @@ def open_storage(url: str, heartbeat: bool = False):
     # A running trial whose sweeper stopped sending heartbeats for 10 minutes is marked as interrupted and queued
     # again to continue from its checkpoint.
     beat = (
-        {"heartbeat_interval": 30, "grace_period": 600, "failed_trial_callback": retry_interrupted()}
+        {"heartbeat_interval": 30, "grace_period": 600, "heartbeat_stale_trial_callback": retry_interrupted()}
         if heartbeat
         else {}
     )

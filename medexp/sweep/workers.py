@@ -80,7 +80,7 @@ def mark_interrupted(study, storage) -> None:
             )
 
 
-def continue_interrupted(storage, trial, sweep_dir: Path) -> list[str] | None:
+def continue_interrupted(storage, trial, sweep_dir: Path, fixed: dict[str, str]) -> list[str] | None:
     """For a queued copy of an interrupted trial: `resume=` of that trial's run (its checkpoint, steps and MLflow
     run: the training run's own resume). None for a new trial, or a copy of one killed before its run began."""
     from medexp.sweep.trial import RETRIED_ATTR
@@ -93,7 +93,9 @@ def continue_interrupted(storage, trial, sweep_dir: Path) -> list[str] | None:
         log.info("trial %d repeats trial %d, killed before its run started", trial.number, origin)
         return None
     log.info("trial %d continues trial %d (its worker died) in %s", trial.number, origin, run_dir)
-    return [f"resume={quote_value(run_dir)}"]
+    # hparams_search too: the job's Hydra config (hydra.sweeper.*, given on the command line) needs its group
+    search = [f"hparams_search={fixed['hparams_search']}"] if "hparams_search" in fixed else []
+    return [f"resume={quote_value(run_dir)}", *search]
 
 
 def visible_gpus() -> list[str]:

@@ -31,9 +31,9 @@ FORMS = (
     "run.json are) or resume=<its MLflow run id> (32 hex characters, looked up in tracking.uri)."
 )
 # Overrides that may come with resume=: where to look the run id up, where this invocation's own log goes, and
-# (from the sweeper, for a trial whose worker died) which Optuna trial the continued run now reports to.
-# Anything else would silently not apply, so it is refused.
-RESUME_OVERRIDES = ("resume", "tracking.uri", "paths.", "optuna.")
+# (from the sweeper, for a trial whose worker died) which Optuna trial the continued run now reports to and the
+# hparams_search preset its Hydra config composes with. Anything else would silently not apply, so it is refused.
+RESUME_OVERRIDES = ("resume", "tracking.uri", "paths.", "optuna.", "hparams_search=")
 
 
 @dataclass
