@@ -120,6 +120,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, 'hydra.sweeper.constraints=["eval_loss < 3"]'], "eval_loss < 3"),
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "optimized_metric=[eval_loss,eval/perplexity]", "hydra.sweeper.directions=[minimize,maximize]"], "cannot prune"),
     ("train", [*T, "optimized_metric=eval/rouge_l", "eval.generation.enabled=false"], "eval.generation.enabled"),
+    ("train", ["--multirun", "hparams_search=lora_optuna", *T, "hydra/launcher=rq"], "hydra-rq-launcher"),
+    ("train", ["--multirun", "hparams_search=lora_optuna", *T, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=3"], "n_jobs=3"),
     # --- sources that are not runs: evaluate, export, chat, serve ---------------------------------------------
     ("evaluate", ["source=nowhere"], "nowhere"),
     ("evaluate", ["source=not_a_run"], "not_a_run"),
