@@ -12,7 +12,8 @@ import pytest
 from medexp.config import UserError, looks_like_local_path, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.rglob("*.yaml")))
+# conf/hydra/ holds presets of Hydra's own groups (hydra/launcher), composed in tests/test_sweeper.py
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra" and any(p.rglob("*.yaml")))
 OPTIONS = sorted(
     (group, str(path.relative_to(CONF / group).with_suffix("")))
     for group in GROUPS

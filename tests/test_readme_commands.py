@@ -52,10 +52,8 @@ def test_the_readme_has_commands_for_every_hydra_command():
 @pytest.mark.parametrize(("command", "overrides"), COMMANDS, ids=[" ".join([c, *o]) for c, o in COMMANDS])
 def test_readme_command_composes(command, overrides):
     launcher = next((o.split("=")[1] for o in overrides if o.startswith("hydra/launcher=")), None)
-    if (
-        launcher
-        and importlib.util.find_spec(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher") is None
-    ):
+    plugin = "hydra_joblib_launcher" if launcher == "joblib" else "hydra_submitit_launcher"  # slurm_trial too
+    if launcher and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
         pytest.skip(f"the {launcher} launcher plugin is not installed")
     GlobalHydra.instance().clear()
     with initialize_config_module("medexp.conf", version_base="1.3"):

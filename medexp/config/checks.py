@@ -104,7 +104,7 @@ def optimized_metrics(cfg: DictConfig) -> list[str]:
 
 
 def _validate_optimized_metric(cfg: DictConfig) -> None:
-    from medexp.sweep.objectives import missing_metric_error
+    from medexp.config.metrics import missing_metric_error
 
     value = cfg.optimized_metric
     names = optimized_metrics(cfg)

@@ -218,8 +218,7 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = MISSING  # one seed for data split, LoRA init and data order
-    # what train() returns to a sweeper: a metric name, or a list of them for a multi-objective study
-    optimized_metric: Any = MISSING
+    optimized_metric: Any = MISSING  # what train() returns to a sweeper; a list for a multi-objective study
     mixture: dict[str, DatasetConfig] = field(default_factory=dict)  # more datasets trained with `dataset`
     stages: dict[str, StageConfig] = field(default_factory=dict)  # train in stages, in order
     optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)  # set per trial by the sweeper
