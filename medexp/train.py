@@ -165,7 +165,7 @@ def main(cfg: DictConfig) -> float | list[float]:
         import optuna
 
         raise optuna.TrialPruned(f"pruned at step {result.pruned_at}")  # the sweeper tells Optuna PRUNED
-    from medexp.config.checks import optimized_metrics
+    from medexp.config.metrics import optimized_metrics
 
     # other ranks of a data-parallel launch stop before the generation suites: nothing to return there
     values = [result.metrics.get(name, float("nan")) for name in optimized_metrics(cfg)]

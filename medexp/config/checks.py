@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config.errors import UserError, unknown_key_message
+from medexp.config.metrics import validate_optimized_metric
 from medexp.config.runtime import gradient_accumulation
 from medexp.config.stages import stage_configs
 from medexp.config.tree import missing_keys
@@ -94,29 +95,7 @@ def validate(cfg: DictConfig) -> None:
         _positive(
             cfg, "tracking.system_metrics_interval", 10
         )  # null = off; 0 or less would sample in a busy loop
-    _validate_optimized_metric(cfg)
-
-
-def optimized_metrics(cfg: DictConfig) -> list[str]:
-    """`optimized_metric` as a list: one name for a plain run or study, several for a multi-objective study."""
-    value = cfg.optimized_metric
-    return [str(v) for v in value] if OmegaConf.is_list(value) or isinstance(value, list) else [str(value)]
-
-
-def _validate_optimized_metric(cfg: DictConfig) -> None:
-    from medexp.config.metrics import missing_metric_error
-
-    value = cfg.optimized_metric
-    names = optimized_metrics(cfg)
-    if not names or not all(isinstance(v, str) for v in (value if OmegaConf.is_list(value) else [value])):
-        raise UserError(
-            f"optimized_metric={value!r} must be a metric name such as eval_loss, or a list of names for a "
-            "multi-objective sweep, e.g. optimized_metric=[eval_loss,eval/safety_pass_rate]."
-        )
-    for name in names:
-        error = missing_metric_error(name, cfg, f"optimized_metric={name}")
-        if error is not None:
-            raise UserError(error)
+    validate_optimized_metric(cfg)  # a name (or names) the eval group computes
 
 
 def _validate_eval(cfg: DictConfig) -> None:

@@ -6,7 +6,11 @@ group would not produce.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from medexp.config.errors import UserError
 
 # The eval parts that compute a metric, by its name after eval/ (and after base/ or delta/): the switch that
 # turns the part on, and the eval option that has it on.
@@ -50,17 +54,10 @@ def metric_part(metric: str, cfg: DictConfig) -> tuple[str, bool] | None:
         return "eval.metrics", name in cfg.eval.metrics
     for prefix, switch, _ in _PARTS:
         if name.startswith(prefix):
-            return switch, bool(_select(cfg, switch))
+            return switch, bool(OmegaConf.select(cfg, switch))
     if name in _GENERATION:
         return "eval.generation.enabled", bool(cfg.eval.generation.enabled)
     return None
-
-
-def _select(cfg: DictConfig, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def missing_metric_error(metric: str, cfg: DictConfig, what: str) -> str | None:
@@ -81,3 +78,27 @@ def missing_metric_error(metric: str, cfg: DictConfig, what: str) -> str | None:
         f"{what} needs {metric!r}, but this run's eval group does not compute it ({switch} is off). Turn it on "
         f"with {option}{preset}, or judge the trials on another metric."
     )
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
+
+
+def optimized_metrics(cfg: DictConfig) -> list[str]:
+    """`optimized_metric` as a list: one name for a plain run or study, several for a multi-objective study."""
+    return [str(v) for v in _listed(cfg.optimized_metric)]
+
+
+def validate_optimized_metric(cfg: DictConfig) -> None:
+    """UserError unless `optimized_metric` is a metric name (or a list of them) this run's eval group computes."""
+    value = cfg.optimized_metric
+    names = _listed(value)
+    if not names or not all(isinstance(v, str) for v in names):
+        raise UserError(
+            f"optimized_metric={value!r} must be a metric name such as eval_loss, or a list of names for a "
+            "multi-objective sweep, e.g. optimized_metric=[eval_loss,eval/safety_pass_rate]."
+        )
+    for name in names:
+        error = missing_metric_error(name, cfg, f"optimized_metric={name}")
+        if error is not None:
+            raise UserError(error)

@@ -59,7 +59,7 @@ def objectives_error(
     cfg: DictConfig, directions: list[str] | None, constraints: list[str] | None, pruner: str
 ) -> str | None:
     """What is wrong with what a study optimizes (its metrics, directions and constraints), or None."""
-    from medexp.config.checks import optimized_metrics
+    from medexp.config.metrics import optimized_metrics
 
     metrics = optimized_metrics(cfg)
     if directions is None and len(metrics) > 1:

@@ -183,15 +183,14 @@ def _plots(study, out: Path, metrics: list[str]) -> dict[str, Path | None]:
 
     made: dict[str, Path | None] = {}
     if len(study.directions) > 1:  # one plot per objective would need a target; the front shows them all
-        plots = [("pareto_front", lambda s: ovm.plot_pareto_front(s, target_names=metrics))]
-        plots.append(
-            (
-                "parallel_coordinate",
-                lambda s: ovm.plot_parallel_coordinate(
-                    s, target=lambda t: t.values[0], target_name=metrics[0]
-                ),
-            )
-        )
+        first = {
+            "target": lambda t: t.values[0],
+            "target_name": metrics[0],
+        }  # parallel coordinates: one value
+        plots = [
+            ("pareto_front", lambda s: ovm.plot_pareto_front(s, target_names=metrics)),
+            ("parallel_coordinate", lambda s: ovm.plot_parallel_coordinate(s, **first)),
+        ]
     else:
         plots = [
             ("optimization_history", ovm.plot_optimization_history),

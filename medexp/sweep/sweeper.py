@@ -150,7 +150,7 @@ class MedexpOptunaSweeper(Sweeper):
         return None
 
     def sweep(self, arguments: list[str]) -> Any:
-        from medexp.config.checks import optimized_metrics
+        from medexp.config.metrics import optimized_metrics
         from medexp.sweep.objectives import objectives_error
         from medexp.sweep.report import StudyRun, best_trial_summary, mask_password, print_best
 

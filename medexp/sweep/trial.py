@@ -31,9 +31,8 @@ WORKER_ATTR = "medexp.worker"  # trial: host:pid of the sweeper process that run
 SURPLUS_ATTR = "medexp.surplus"  # trial: asked beyond n_trials by a racing worker, never run
 
 RETRIED_ATTR = "failed_trial"  # trial system attr (Optuna's retry callback): the trial it continues
-MAX_RETRIES = (
-    3  # a trial whose worker died this many times (an OOM-kill loop, a bad node) is not retried again
-)
+# a trial whose worker died this many times (an OOM-kill loop, a bad node) is not retried again
+MAX_RETRIES = 3
 
 PRUNERS = ("median", "hyperband", "none")  # the values of medexp.sweep.schema.PrunerName
 

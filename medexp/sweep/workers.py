@@ -66,7 +66,7 @@ def mark_interrupted(study, storage) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # the storage's failed_trial_callback queues them again
+        optuna.storages.fail_stale_trials(study)  # the storage's heartbeat_stale_trial_callback queues them
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR)
         if worker is not None and not is_alive(worker):

@@ -34,9 +34,8 @@ _CHUNK = 32768  # vocabulary columns per tile, TRL's own _CHUNKED_LOGPROB_CHUNK_
 # Kept logits (answer tokens x vocab x 4 bytes) up to this: ~10k answer tokens of a 49,152-token vocabulary. The
 # backward briefly needs about three times as much again.
 STORED_LOGITS_BYTES = 2 * 2**30
-_METRIC_ROWS = (
-    1024  # rows per pass of the entropy / accuracy computation, which needs a softmax-sized temporary
-)
+# rows per pass of the entropy / accuracy computation, which needs a softmax-sized temporary
+_METRIC_ROWS = 1024
 # TRL's metrics read these; their computation is part of the same tiled pass.
 _OUTPUTS = ("log_probs", "entropy", "is_top1")
 
@@ -68,9 +67,8 @@ def score_answer_tokens_only(model) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     device = next(base.parameters()).device
     text_config = base.config.get_text_config()
-    if device.type not in ("cpu", "mps") or "forward" not in vars(
-        base
-    ):  # no TRL head installed on this instance
+    # elsewhere TRL's head is compact already; no forward of its own on the instance: no TRL head to replace
+    if device.type not in ("cpu", "mps") or "forward" not in vars(base):
         return False
     if any(getattr(text_config, name, None) is not None for name in _SCALED_HEAD):
         return False
@@ -100,10 +98,8 @@ def score_answer_tokens_only(model) -> bool:
         mask = labels != -100
         head = self.get_output_embeddings()
         selected, targets = hidden[mask], labels[mask]
-        if (
-            selected.dtype == torch.float32
-            and selected.shape[0] * head.weight.shape[0] * 4 <= STORED_LOGITS_BYTES
-        ):
+        kept_bytes = selected.shape[0] * head.weight.shape[0] * 4  # fp32 logits of the answer positions
+        if selected.dtype == torch.float32 and kept_bytes <= STORED_LOGITS_BYTES:
             per_token = _stored_logits_head(selected, head.weight, head.bias, targets)
         else:
             per_token = ChunkedLogProbFunction.apply(
