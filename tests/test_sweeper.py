@@ -623,3 +623,16 @@ def test_the_slurm_preset_composes_with_gpus_time_and_memory_per_trial():
         240,
         32,
     )
+
+
+def test_n_jobs_over_the_trials_a_resumed_study_has_left_is_refused(tmp_path):
+    """n_jobs=2 against a study with one trial left of 4: refused in one paragraph, the study untouched."""
+    seeded_study(tmp_path)
+    s = study(tmp_path)
+    space = {"lora.r": CategoricalDistribution([4, 8, 16, 32, 64])}
+    for value in (3.0, 2.0, 1.0):
+        s.add_trial(optuna.trial.create_trial(params={"lora.r": 8}, distributions=space, value=value))
+    proc = sweep(tmp_path, 4, "hydra.sweeper.n_jobs=2", expect=2)
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("medexp: error:")]
+    assert "hydra.sweeper.n_jobs=2 is more than the 1 trials" in line and "n_trials=4, 3 done" in line
+    assert [t.state.name for t in study(tmp_path).trials] == ["COMPLETE"] * 3  # nothing asked, nothing lost
