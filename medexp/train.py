@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> RunResult:
 
     check_inputs(cfg.eval)
     output_dir = Path(cfg.paths.output_dir)
-    preflight(cfg.tracking, cfg.model, output_dir)  # store, output folder, offline model: in seconds
+    preflight(cfg, output_dir)  # store, output folder, offline model, module names: in seconds
 
     # Read + find columns + drop empty rows for every source: bad data fails before any model is loaded.
     stages = stage_configs(cfg)  # [("", cfg)] for a plain run; one config per stage otherwise
@@ -77,6 +77,7 @@ def train(cfg: DictConfig) -> RunResult:
     from medexp.evaluation.pipeline import evaluate_and_report
     from medexp.sweep.trial import connect_trial
     from medexp.tracking import flatten, run_tags, start_run
+    from medexp.training.adapter_init import save_adapter
     from medexp.training.model import load_model, load_tokenizer, resolve_precision
     from medexp.training.resume import record_run
     from medexp.training.stage import Stage, run_stage
@@ -142,7 +143,7 @@ def train(cfg: DictConfig) -> RunResult:
             stages[-1][1], model, tokenizer, datas[-1], metrics, outcome.curves, output_dir, tracker, steps
         )
         if len(stages) > 1 or not (adapter_dir / "adapter_config.json").exists():
-            model.save_pretrained(adapter_dir)
+            save_adapter(model, adapter_dir)
             tokenizer.save_pretrained(adapter_dir)
         if len(stages) > 1 and cfg.tracking.get("log_adapter", False):
             tracker.log_artifacts(adapter_dir, "adapter")

@@ -154,12 +154,29 @@ def _validate_eval(cfg: DictConfig) -> None:
         )
 
 
+def _mutating_clashes(lora: DictConfig) -> list[tuple[str, bool]]:
+    return [
+        ("lora.use_dora=true", bool(lora.get("use_dora"))),
+        (f"lora.train_modules={list(lora.get('train_modules') or [])}", bool(lora.get("train_modules"))),
+        ("lora.quantization (lora=qlora)", lora.quantization is not None),
+    ]
+
+
 def _validate_lora(cfg: DictConfig) -> None:
     _positive(cfg, "lora.r", 16)
     if cfg.lora.alpha <= 0:
         raise UserError(f"lora.alpha must be positive, got {cfg.lora.alpha}. 2 x lora.r is the usual start.")
     if not 0 <= cfg.lora.dropout < 1:
         raise UserError(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}. 0.05 is a common choice.")
+    mutating = str(cfg.lora.get("init", "default")) in ("pissa", "pissa_fast", "olora")
+    clash = [k for k, on in _mutating_clashes(cfg.lora) if on] if mutating else []
+    if clash:  # peft converts such adapters wrongly or not at all (measured; tests/test_lora_variants.py)
+        raise UserError(
+            f"lora.init={cfg.lora.init} cannot be combined with {clash[0]}: PiSSA and OLoRA move part of the base "
+            "weights into the adapter, and medexp saves the result as an ordinary LoRA for the original base "
+            "(peft's conversion), which loses DoRA's magnitudes, fails with trained whole modules and would "
+            "quantize the residual. Drop that setting, or use lora.init=default or gaussian."
+        )
     quant = cfg.lora.quantization
     if quant is None:
         return
@@ -196,6 +213,11 @@ def _validate_trainer(cfg: DictConfig) -> None:
         _positive(cfg, f"trainer.{key}", example)
     if t.epochs < 0:
         raise UserError(f"trainer.epochs must be positive, got {t.epochs}. For example trainer.epochs=3.")
+    if t.get("neftune_noise_alpha") is not None and t.neftune_noise_alpha <= 0:
+        raise UserError(
+            f"trainer.neftune_noise_alpha must be positive, got {t.neftune_noise_alpha}: 5 is the NEFTune "
+            "paper's value; null turns the noise off."
+        )
     if t.max_steps <= 0 and t.epochs <= 0:
         raise UserError(
             f"trainer.epochs must be positive when trainer.max_steps is not set, got {t.epochs}. "

@@ -57,6 +57,16 @@ class LoraBias(Choice):
     lora_only = "lora_only"
 
 
+class LoraInit(Choice):
+    default = "default"  # A random (Kaiming), B zero: the adapter starts as a no-op (peft's default)
+    gaussian = "gaussian"  # A Gaussian with std 1/r, B zero: also a no-op at the start
+    pissa = "pissa"  # A, B = the top-r singular vectors of W; the base keeps the residual (exact SVD)
+    pissa_fast = (
+        "pissa_fast"  # PiSSA by a 16-iteration randomized SVD: seconds instead of minutes on 7B models
+    )
+    olora = "olora"  # A, B from the QR decomposition of W; the base keeps the residual
+
+
 class QuantType(Choice):
     nf4 = "nf4"  # NormalFloat4, the QLoRA paper's type
     fp4 = "fp4"

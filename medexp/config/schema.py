@@ -23,6 +23,7 @@ from medexp.config.choices import (
     ComputeDtype,
     DatasetKind,
     LoraBias,
+    LoraInit,
     ModelDtype,
     Precision,
     QuantType,
@@ -87,6 +88,12 @@ class LoraConfig:
     dropout: float = MISSING  # dropout on the adapter input, in [0, 1)
     target_modules: Any = MISSING  # "all-linear" or a list of module names (peft)
     bias: LoraBias = LoraBias.none  # which biases train besides the adapters
+    use_dora: bool = False  # DoRA: a trained magnitude per output feature besides the low-rank direction
+    use_rslora: bool = False  # rsLoRA: scaling = alpha / sqrt(r), so a large rank still learns
+    init: LoraInit = LoraInit.default  # how A and B start (pissa / olora move part of W into the adapter)
+    train_modules: list[str] = field(
+        default_factory=list
+    )  # whole modules trained and saved (modules_to_save)
     quantization: QuantizationConfig | None = None  # null = full-precision base; set = QLoRA
 
 
@@ -117,6 +124,9 @@ class TrainerConfig:
     gradient_checkpointing: bool = MISSING  # recompute activations in the backward pass to save memory
     optim: str = MISSING  # any transformers optimizer name, e.g. adamw_torch, paged_adamw_8bit
     dataloader_num_workers: int = MISSING  # worker processes feeding batches
+    neftune_noise_alpha: float | None = (
+        None  # NEFTune: noise on the input embeddings while training; null = off
+    )
 
 
 # --- eval --------------------------------------------------------------------------------------------------

@@ -22,7 +22,12 @@ class Generation:
 
 
 def as_base(model: Any):
-    """A context in which a PEFT model answers as its base model (adapters disabled)."""
+    """A context in which a PEFT model answers as its base model: adapters disabled or, when a PiSSA / OLoRA
+    initialisation moved part of the base weights into the adapter, the starting adapter swapped back in."""
+    from medexp.training.adapter_init import initial_adapter, mutates_base
+
+    if mutates_base(model):
+        return initial_adapter(model)
     return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
 
 

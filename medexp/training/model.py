@@ -168,16 +168,29 @@ def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, grad
     if lora_cfg.quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
+    from medexp.training.adapter_init import MUTATING, PEFT_INIT, keep_initial_adapter
+
     target = lora_cfg.target_modules
+    train_modules = list(lora_cfg.get("train_modules") or [])
     peft_config = LoraConfig(
         r=int(lora_cfg.r),
         lora_alpha=float(lora_cfg.alpha),
         lora_dropout=float(lora_cfg.dropout),
         target_modules=target if isinstance(target, str) else list(target),
         bias=str(lora_cfg.bias),
+        use_dora=bool(lora_cfg.get("use_dora", False)),
+        use_rslora=bool(lora_cfg.get("use_rslora", False)),
+        init_lora_weights=PEFT_INIT[str(lora_cfg.get("init", "default"))],
+        modules_to_save=train_modules or None,
+        # a trained copy of a tied embedding must stay tied to the output head, as in the base model
+        ensure_weight_tying=_trains_an_embedding(model, train_modules),
         task_type="CAUSAL_LM",
     )
+    # peft warns that PiSSA / OLoRA adapters should be converted to ordinary LoRA: medexp's save_adapter does
+    warnings.filterwarnings("ignore", message=r"(PiSSA|OLoRA) changes the base weights", category=UserWarning)
     model = get_peft_model(model, peft_config)
+    if str(lora_cfg.get("init", "default")) in MUTATING:  # the base weights now hold a residual
+        keep_initial_adapter(model)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(
         "LoRA: %s trainable of %s parameters (%.2f%%)",
@@ -186,6 +199,38 @@ def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, grad
         100 * trainable / total,
     )
     return model
+
+
+def _trains_an_embedding(model, train_modules: list[str]) -> bool:
+    embeddings = (model.get_input_embeddings(), model.get_output_embeddings())
+    names = [key for key, m in model.named_modules() if any(m is e for e in embeddings)]
+    return any(key.endswith(t) for key in names for t in train_modules)
+
+
+def check_train_modules(model_cfg: DictConfig, lora_cfg: DictConfig) -> None:
+    """peft's modules_to_save matches module names by suffix and ignores a name that matches nothing: refuse it
+    before the run starts, on the model built from its config on the meta device (no weights read)."""
+    names = list(lora_cfg.get("train_modules") or [])
+    if not names:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_name = str(model_cfg.name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(model_name, **_hub_kwargs(model_cfg))
+    except (OSError, ValueError) as err:
+        raise _load_error(model_cfg, err) from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    modules = [key for key, _ in model.named_modules()]
+    missing = [n for n in names if not any(key.endswith(n) for key in modules)]
+    if missing:
+        leaves = sorted({key.rsplit(".", 1)[-1] for key in modules if key and not key[-1].isdigit()})
+        raise UserError(
+            f"lora.train_modules names {missing[0]!r}, which is no module of {model_name!r}. Give the end of a "
+            f"module name; this model has: {', '.join(leaves)} (e.g. [embed_tokens] or [norm])."
+        )
 
 
 def base_state(model: PeftModel) -> dict[str, torch.Tensor]:

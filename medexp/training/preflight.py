@@ -1,6 +1,6 @@
 """What `medexp.train` checks before reading data or loading a model, so that a run that cannot finish fails in
 seconds with one paragraph: the tracking store answers and can be written, the output folder can be written, the
-base model is reachable (from the cache when HF_HUB_OFFLINE=1)."""
+base model is reachable (from the cache when HF_HUB_OFFLINE=1), the modules lora.train_modules names exist."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from omegaconf import DictConfig
 from medexp.config import UserError
 
 
-def preflight(tracking_cfg: DictConfig, model_cfg: DictConfig, output_dir: Path) -> None:
+def preflight(cfg: DictConfig, output_dir: Path) -> None:
     from medexp.tracking.preflight import check_store
-    from medexp.training.model import check_offline_model
+    from medexp.training.model import check_offline_model, check_train_modules
 
-    check_store(tracking_cfg)
+    check_store(cfg.tracking)
     check_writable(output_dir, "paths.output_dir")
-    check_offline_model(model_cfg)
+    check_offline_model(cfg.model)
+    check_train_modules(cfg.model, cfg.lora)
 
 
 def check_writable(folder: Path, key: str) -> None:

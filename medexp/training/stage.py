@@ -47,6 +47,7 @@ def run_stage(
     """Train one stage of a run (`position` = (its index from 1, the number of stages)): a named stage in a child
     MLflow run of `tracker`'s, with its metrics also logged to the parent as `stages/<name>/*`."""
     from medexp.tracking import flatten, start_run
+    from medexp.training.adapter_init import trained_weights_dir
     from medexp.training.resume import load_adapter_weights, read_run_record, read_stage_record, record_run
 
     done = read_stage_record(stage.output_dir) if stage.resume else None
@@ -54,7 +55,7 @@ def run_stage(
         log.info(
             "stage %s finished before the run stopped: continuing from its adapter", stage.name or "train"
         )
-        load_adapter_weights(model, stage.output_dir / "adapter")
+        load_adapter_weights(model, trained_weights_dir(model, stage.output_dir / "adapter"))
         curves = {k: [tuple(p) for p in v] for k, v in done["curves"].items()}
         return StageOutcome(done["metrics"], model, int(done["steps"]), curves)
     if not stage.name:
@@ -84,6 +85,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     from medexp.data import sources
     from medexp.data.report import log_data_report
     from medexp.tracking.callback import MetricsCallback
+    from medexp.training.adapter_init import save_adapter
     from medexp.training.cost import BatchCounter, CostCallback
     from medexp.training.held_out import held_out_metrics
     from medexp.training.progress import TrainProgress
@@ -133,7 +135,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     }
     if main_process:
         adapter_dir = stage.output_dir / "adapter"
-        trainer.model.save_pretrained(adapter_dir)  # adapter weights only, as safetensors
+        save_adapter(trainer.model, adapter_dir)  # adapter weights only, as safetensors
         tokenizer.save_pretrained(adapter_dir)
         if cfg.tracking.get("log_adapter", False):
             tracker.log_artifacts(adapter_dir, "adapter")

@@ -62,6 +62,7 @@ def build_trainer(
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         optim=t.optim,
         dataloader_num_workers=t.dataloader_num_workers,
+        neftune_noise_alpha=t.get("neftune_noise_alpha"),  # transformers adds the noise in training only
         dataloader_pin_memory=torch.cuda.is_available(),
         # without a GPU: says so to accelerate, which then runs a torchrun launch as CPU data parallel (gloo)
         # instead of N independent copies of the run
