@@ -34,6 +34,53 @@ def test_rouge_on_known_pairs():
     assert rouge(["fever"], ["cough"]) == {"rouge_1": 0.0, "rouge_2": 0.0, "rouge_l": 0.0}
 
 
+def test_bleu_on_known_pairs():
+    from medexp.evaluation.text_metrics import bleu
+
+    assert bleu(["the cat sat on the mat today"], ["the cat sat on the mat today"]) == pytest.approx(100)
+    assert bleu(["fever and cough"], ["the cat sat on the mat"]) == 0.0
+    # sacrebleu's corpus BLEU, 0-100: 4 of the 7-gram sentence's 4-grams match after one word changes
+    partial = bleu(["the cat sat on the mat today"], ["the cat sat on a mat today"])
+    assert 0 < partial < 100
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "hit"),
+    [
+        ("The answer.", "answer", True),  # case, punctuation and articles do not count
+        ("Insulin  resistance", "insulin resistance!", True),
+        ("insulin", "insulin resistance", False),
+        ("B. Iron", "B. Iron deficiency", True),  # multiple choice: the letter decides
+        ("b) something else", "B. Iron deficiency", True),
+        ("Answer: C", "C. Vitamin C", True),
+        ("(D)", "C. Vitamin C", False),
+        ("Vitamin C", "C. Vitamin C", False),  # no letter chosen
+        ("A lot of iron", "A. Iron", False),  # "A" followed by a word is not a choice
+        ("a", "A. Iron", True),
+    ],
+)
+def test_exact_match_normalises_and_reads_the_chosen_letter(prediction, reference, hit):
+    from medexp.evaluation.text_metrics import exact_match
+
+    assert exact_match([prediction], [reference]) == float(hit)
+
+
+def test_bertscore_with_the_bundled_model_and_skipped_when_unavailable(tmp_path, caplog):
+    from medexp.evaluation.text_metrics import bertscore_f1
+
+    same = bertscore_f1(["Diabetes is high blood sugar."], ["Diabetes is high blood sugar."], None)
+    close = bertscore_f1(["Diabetes is high blood sugar."], ["Diabetes means high blood glucose."], None)
+    far = bertscore_f1(["Diabetes is high blood sugar."], ["Take two tablets after meals."], None)
+    assert same == pytest.approx(1.0, abs=1e-4) and same > close > far
+    missing = tmp_path / "no_model"
+    missing.mkdir()
+    with caplog.at_level("WARNING"):
+        assert bertscore_f1(["a"], ["b"], str(missing)) is None
+        assert bertscore_f1(["c"], ["d"], str(missing)) is None
+    warnings = [r for r in caplog.records if "bertscore_f1 skipped" in r.getMessage()]
+    assert len(warnings) == 1 and str(missing) in warnings[0].getMessage()
+
+
 def test_distinct_n_length_and_percentiles():
     assert distinct_n(["a b a b"], 1) == 0.5  # 2 unique of 4 words
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)  # (a b), (b a), (a b)

@@ -70,8 +70,8 @@ def test_metrics_at_each_step(smoke):
     assert steps("throughput_tokens_per_s") == steps("train_loss")
     assert steps("eval_loss") == [0, 10, 20, 30, 40]  # step 0 = the base model, before training
     # the default eval group: generation metrics on held-out questions, for both models, and the deltas
-    for name in ("rouge_1", "rouge_2", "rouge_l", "semantic_similarity", "distinct_2", "answer_words_mean",
-                 "latency_p50_s", "latency_p95_s", "tokens_per_s", "peak_memory_mb"):  # fmt: skip
+    for name in ("rouge_1", "rouge_2", "rouge_l", "bleu", "exact_match", "bertscore_f1", "semantic_similarity",
+                 "distinct_2", "answer_words_mean", "latency_p50_s", "latency_p95_s", "tokens_per_s", "peak_memory_mb"):  # fmt: skip
         for prefix in ("eval/", "eval/base/", "eval/delta/"):
             assert prefix + name in runs[0].data.metrics, prefix + name
     assert all(m.value > 0 for m in client.get_metric_history(run_id, "throughput_tokens_per_s"))

@@ -21,6 +21,8 @@ _PARTS = (
     ("mc/", "eval.mc.enabled", "eval=mc"),
 )
 _GENERATION = (
+    "bleu",
+    "exact_match",
     "rouge_l",
     "rouge_1",
     "rouge_2",
@@ -57,6 +59,10 @@ def metric_part(metric: str, cfg: DictConfig) -> tuple[str, bool] | None:
             return switch, bool(OmegaConf.select(cfg, switch))
     if name in _GENERATION:
         return "eval.generation.enabled", bool(cfg.eval.generation.enabled)
+    if name == "bertscore_f1":
+        return "eval.generation.bertscore", bool(
+            cfg.eval.generation.enabled and cfg.eval.generation.bertscore
+        )
     return None
 
 

