@@ -49,6 +49,7 @@ FILES: dict[str, bytes] = {
     "safety_missing_field.jsonl": b'{"prompt": "x"}\n',
     "safety_non_text.jsonl": b'{"prompt": "x", "response": 42}\n',
     "safety_empty.jsonl": b"",
+    "blank.txt": b"\n   \n\n",
 }
 FOLDERS = ("a_folder.jsonl", "not_a_run")
 
@@ -64,6 +65,8 @@ CASES: list[tuple[str, list[str], str]] = [
         "utf16.jsonl", "truncated.jsonl", "truncated.json", "not_objects.jsonl", "scalar.json", "unknown.xlsx",
     )],
     ("train", [*T, "dataset.path=nowhere.jsonl"], "nowhere.jsonl"),
+    ("train", [*T, "dataset=text", "dataset.path=blank.txt", "eval=none"], "blank.txt"),
+    ("train", [*T, "dataset=pretrain_sample"], "eval.generation"),
     ("train", [*T, "dataset.path=a_folder.jsonl"], "a_folder.jsonl"),
     ("train", [*T, "dataset.path=oversized.jsonl"], "too_long"),
     ("train", [*T, "dataset.path=one_row.jsonl"], "at least 2"),

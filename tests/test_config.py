@@ -39,10 +39,16 @@ def test_option_composes_and_validates(make_cfg, group, option):
             with pytest.raises(UserError, match=r"medexp\[qlora\]"):
                 validate(cfg)
             return
-    if group == "dataset" and option == "file":
+    if group == "dataset" and option in ("file", "text"):
         with pytest.raises(UserError, match=r"dataset\.path is required"):
-            validate(cfg)
+            validate(make_cfg(f"{group}={option}", "eval=none"))
         return
+    if (
+        group == "dataset" and cfg.dataset.kind == "text"
+    ):  # pretraining alone: no questions to generate answers to
+        with pytest.raises(UserError, match=r"no held-out questions for eval\.generation"):
+            validate(cfg)
+        cfg = make_cfg(f"{group}={option}", "eval=none")
     validate(cfg)
 
 

@@ -78,6 +78,36 @@ def test_jsonl_with_missing_keys_and_unusual_names(make_cfg, tmp_path, tiny_toke
     ]
 
 
+def test_alpaca_input_is_shown_below_the_instruction(make_cfg, tmp_path):
+    rows = [
+        {
+            "instruction": "Explain this lab value.",
+            "input": "HbA1c 6.9%",
+            "output": "It is above the usual range.",
+        },
+        {"instruction": "What is gout?", "input": "", "output": "A form of arthritis."},  # empty input: none
+        {"instruction": "Summarise.", "input": None, "output": "Short."},
+    ]
+    path = jsonl(tmp_path / "alpaca.jsonl", rows)
+    raw = load_pairs(make_cfg("experiment=smoke", "dataset=file", f"dataset.path={path}").dataset)
+    assert raw.pairs == [
+        ("Explain this lab value.\n\nHbA1c 6.9%", "It is above the usual range."),
+        ("What is gout?", "A form of arthritis."),
+        ("Summarise.", "Short."),
+    ]
+    renamed = jsonl(
+        tmp_path / "renamed.jsonl", [{"task": "Define.", "ctx": "fever", "out": "A raised temperature."}]
+    )
+    cfg = make_cfg(
+        "experiment=smoke", "dataset=file", f"dataset.path={renamed}", "dataset.question_field=task",
+        "dataset.answer_field=out", "dataset.input_field=ctx",
+    )  # fmt: skip
+    assert load_pairs(cfg.dataset).pairs == [("Define.\n\nfever", "A raised temperature.")]
+    cfg.dataset.input_field = "missing"
+    with pytest.raises(UserError, match=r"dataset.input_field='missing' is not a column"):
+        load_pairs(cfg.dataset)
+
+
 def test_json_array_and_named_fields(make_cfg, tmp_path):
     path = write(
         tmp_path / "qa.json",

@@ -49,6 +49,12 @@ class ModelDtype(Choice):
 class DatasetKind(Choice):
     qa = "qa"  # question -> answer pairs
     multiple_choice = "multiple_choice"  # question + options -> the correct option
+    text = "text"  # plain documents for continued pretraining: packed blocks, loss on every token
+
+
+class StageKind(Choice):
+    sft = "sft"  # supervised tuning on chat-formatted pairs, loss on the answer tokens
+    pretrain = "pretrain"  # continued pretraining on plain text (dataset.kind=text), loss on every token
 
 
 class LoraBias(Choice):

@@ -27,6 +27,7 @@ from medexp.config.choices import (
     ModelDtype,
     Precision,
     QuantType,
+    StageKind,
 )
 
 
@@ -58,8 +59,12 @@ class DatasetConfig:
     question_field: str | None = None  # null = detect among common names (Question, question, input, ...)
     answer_field: str | None = None  # null = detect among common names (Answer, answer, output, ...)
     context_field: str | None = None  # a passage shown above the question (PubMedQA's abstract)
+    input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
     decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
-    kind: DatasetKind = MISSING  # qa or multiple_choice
+    kind: DatasetKind = MISSING  # qa, multiple_choice or text (continued pretraining)
+    text_field: str | None = (
+        None  # text: the column holding each document; null = detect (text, content, ...)
+    )
     options_field: str | None = None  # multiple_choice: the field holding all options (dict or list)
     option_columns: list[str] | None = None  # multiple_choice: or one column per option, in order
     index_base: int | None = None  # multiple_choice: 0 or 1 when the answer is an index; null otherwise
@@ -91,9 +96,7 @@ class LoraConfig:
     use_dora: bool = False  # DoRA: a trained magnitude per output feature besides the low-rank direction
     use_rslora: bool = False  # rsLoRA: scaling = alpha / sqrt(r), so a large rank still learns
     init: LoraInit = LoraInit.default  # how A and B start (pissa / olora move part of W into the adapter)
-    train_modules: list[str] = field(
-        default_factory=list
-    )  # whole modules trained and saved (modules_to_save)
+    train_modules: list[str] = field(default_factory=list)  # modules trained in full (modules_to_save)
     quantization: QuantizationConfig | None = None  # null = full-precision base; set = QLoRA
 
 
@@ -213,6 +216,7 @@ class PathsConfig:
 @dataclass
 class StageConfig:
     dataset: DatasetConfig = MISSING  # the stage's data: +dataset@stages.<name>.dataset=<option>
+    kind: StageKind | None = None  # sft or pretrain; null = from the data (dataset.kind=text -> pretrain)
     trainer: dict[str, Any] = field(default_factory=dict)  # trainer settings this stage changes
 
 

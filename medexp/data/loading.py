@@ -62,6 +62,10 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
     With `context_field` the question is preceded by its passage; with `decision_field` the answer starts
     with the verdict ("Yes. ..."), as PubMedQA is. `key` names the config node in error messages.
     """
+    if dataset_cfg.kind == "text":  # documents for continued pretraining (medexp.data.text)
+        from medexp.data.text import load_documents
+
+        return load_documents(dataset_cfg, key)
     frame = read_rows(dataset_cfg)
     if frame.empty:  # no rows (an empty file, a header alone): nothing to find columns in
         return _usable(RawPairs(pairs=[], rows_in=0, columns=("", "")), dataset_cfg, key)
@@ -76,6 +80,7 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
     decision = dataset_cfg.decision_field and _pick(
         columns, dataset_cfg.decision_field, (), "decision", found, key
     )
+    extra = _alpaca_input(columns, q_col, a_col, dataset_cfg, found, key)
     raw = RawPairs(pairs=[], rows_in=len(frame), columns=(q_col, a_col))
     for row in frame.to_dict("records"):
         question, answer = _text(row[q_col]), _text(row[a_col])
@@ -94,10 +99,27 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
             if context:
                 passage = context_text(row[context])
                 question = f"Context:\n{passage}\n\nQuestion: {question}" if passage else question
+            if extra and _text(row[extra]):  # alpaca: the instruction, then its input
+                question = f"{question}\n\n{_text(row[extra])}"
             if verdict is not None:
                 answer = f"{verdict.capitalize()}. {answer}"
             raw.pairs.append((question, answer))
     return _usable(raw, dataset_cfg, key)
+
+
+def _alpaca_input(
+    columns: list[str], q_col: str, a_col: str, dataset_cfg: DictConfig, found: str, key: str
+) -> str | None:
+    """Alpaca's optional `input` column, shown below the instruction: the configured `input_field`, or detected
+    when the question column is `instruction` and an `input` column sits beside it (and is not the answer)."""
+    configured = dataset_cfg.get("input_field")
+    if configured is not None:
+        return _pick(columns, configured, (), "input", found, key)
+    by_lower = {c.strip().lower(): c for c in columns}
+    column = by_lower.get("input")
+    if q_col.strip().lower() == "instruction" and column not in (None, q_col, a_col):
+        return column
+    return None
 
 
 def _usable(raw: RawPairs, dataset_cfg: DictConfig, key: str) -> RawPairs:

@@ -215,6 +215,10 @@ def prepare_data(
     are never weighted, so validation loss covers every source once. Deterministic for a given seed."""
     import datasets
 
+    if dataset_cfg.kind == "text":  # continued pretraining: packed blocks; a QA mixture is for SFT stages
+        from medexp.data.text import prepare_text
+
+        return prepare_text(raw, dataset_cfg, tokenizer, seed)
     sources = [Source("dataset", dataset_cfg, raw), *mixture]
     items: list[Item] = []
     reports: dict[str, SourceReport] = {}
