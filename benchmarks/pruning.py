@@ -111,6 +111,14 @@ def pruners() -> dict[str, tuple[str, Any]]:
             f"percentile=25, n_startup_trials=3, n_warmup_steps={3 * e}",
             lambda: PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=3 * e),
         ),
+        "percentile 25, no warm-up": (
+            "percentile=25, n_startup_trials=3, n_warmup_steps=0 (from the first evaluation)",
+            lambda: PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=0),
+        ),
+        "percentile 33": (
+            f"percentile=33, n_startup_trials=3, n_warmup_steps={3 * e}",
+            lambda: PercentilePruner(33.0, n_startup_trials=3, n_warmup_steps=3 * e),
+        ),
         "patient median": (
             "PatientPruner(median, patience=2 evaluations)",
             lambda: PatientPruner(MedianPruner(n_startup_trials=3), patience=2 * e),
@@ -191,16 +199,20 @@ def replay(args: argparse.Namespace) -> None:
             }
         )
     lines = [
-        "| pruner | settings | trials pruned (mean of 20) | share of steps, mean (range) | best eval_loss vs none, mean (range) | target |",
-        "|---|---|---:|---|---|---|",
+        "| pruner | settings | trials pruned (mean of 20) | steps, mean (range) | share of none's steps, mean (range) "
+        "| best eval_loss, mean (range) | vs none, mean (range) | target |",
+        "|---|---|---:|---|---|---|---|---|",
     ]
     for row in rows:
         lo, hi = row["steps_share_range"]
         glo, ghi = row["best_gap_range"]
+        steps = [r["steps"] for r in row["runs"]]
+        bests = [r["best"] for r in row["runs"]]
         lines.append(
-            f"| {row['pruner']} | {row['settings']} | {row['pruned_mean']} | {row['steps_share_mean']:.0%} "
-            f"({lo:.0%}-{hi:.0%}) | {row['best_gap_mean']:+.2%} ({glo:+.2%} to {ghi:+.2%}) | "
-            f"{'met' if row['target_met'] else '-'} |"
+            f"| {row['pruner']} | {row['settings']} | {row['pruned_mean']} | {statistics.fmean(steps):.0f} "
+            f"({min(steps)}-{max(steps)}) | {row['steps_share_mean']:.0%} ({lo:.0%}-{hi:.0%}) | "
+            f"{statistics.fmean(bests):.4f} ({min(bests):.4f}-{max(bests):.4f}) | {row['best_gap_mean']:+.2%} "
+            f"({glo:+.2%} to {ghi:+.2%}) | {'met' if row['target_met'] else '-'} |"
         )
     table = "\n".join(lines)
     print(table)

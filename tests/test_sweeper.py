@@ -333,6 +333,9 @@ def test_make_pruner_takes_the_named_pruners_options():
     median = make_pruner({**spec, "name": "median"})
     assert isinstance(median, optuna.pruners.MedianPruner) and median._n_startup_trials == 3
     assert isinstance(make_pruner({"name": "none"}), optuna.pruners.NopPruner)
+    percentile = make_pruner({"name": "percentile", "percentile": {"percentile": 25.0, "n_warmup_steps": 30}})
+    assert isinstance(percentile, optuna.pruners.PercentilePruner)
+    assert percentile._percentile == 25.0 and percentile._n_warmup_steps == 30
     # null options (as in a study created with them) leave Optuna's defaults
     assert make_pruner({"name": "median", "median": {"n_warmup_steps": None}})._n_warmup_steps == 0
 
@@ -360,7 +363,10 @@ def test_typed_options_reach_optuna_as_plain_values():
 @pytest.mark.parametrize(
     ("override", "names"),
     [
-        ("hydra.sweeper.pruner.name=asha", ["hydra.sweeper.pruner.name", "asha", "hyperband, median, none"]),
+        (
+            "hydra.sweeper.pruner.name=asha",
+            ["hydra.sweeper.pruner.name", "asha", "hyperband, median, percentile, none"],
+        ),
         ("hydra.sweeper.direction=down", ["hydra.sweeper.direction", "down", "minimize, maximize"]),
         ("hydra.sweeper.pruner.median.n_startup=3", ["hydra.sweeper.pruner.median", "n_startup"]),
         ("hydra.sweeper.pruner.hyperband.min_resource=few", ["hydra.sweeper.pruner.hyperband.min_resource"]),

@@ -25,6 +25,9 @@ class Direction(Choice):
 class PrunerName(Choice):
     hyperband = "hyperband"  # successive halving over several brackets of rungs
     median = "median"  # stop a trial below the median of earlier trials at the same step
+    percentile = (
+        "percentile"  # stop a trial outside the best `percentile`% of earlier trials at the same step
+    )
     none = "none"  # every trial runs to the end
 
 
@@ -49,12 +52,24 @@ class MedianOptions:
 
 
 @dataclass
+class PercentileOptions:
+    """optuna.pruners.PercentilePruner's arguments; the defaults are Optuna's, percentile aside."""
+
+    percentile: float = 25.0  # keep a trial while it is within the best this-many percent at its step
+    n_startup_trials: int = 5  # no pruning until this many trials have finished
+    n_warmup_steps: int = 0  # no trial is pruned before this step
+    interval_steps: int = 1  # consider pruning every this many reported steps
+    n_min_trials: int = 1  # trials that must have reported a step before one is pruned at it
+
+
+@dataclass
 class PrunerConf:
     """Which pruner stops unpromising trials early, from the eval_loss they report; each one's options."""
 
     name: PrunerName = PrunerName.median  # the pruner the study uses; the other's options are ignored
     hyperband: HyperbandOptions = field(default_factory=HyperbandOptions)  # used when name=hyperband
     median: MedianOptions = field(default_factory=MedianOptions)  # used when name=median
+    percentile: PercentileOptions = field(default_factory=PercentileOptions)  # used when name=percentile
 
 
 @dataclass

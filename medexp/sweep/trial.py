@@ -34,7 +34,7 @@ RETRIED_ATTR = "failed_trial"  # trial system attr (Optuna's retry callback): th
 # a trial whose worker died this many times (an OOM-kill loop, a bad node) is not retried again
 MAX_RETRIES = 3
 
-PRUNERS = ("median", "hyperband", "none")  # the values of medexp.sweep.schema.PrunerName
+PRUNERS = ("median", "percentile", "hyperband", "none")  # the values of medexp.sweep.schema.PrunerName
 
 
 def retry_interrupted():
@@ -81,7 +81,7 @@ def open_storage(url: str, heartbeat: bool = False):
 
 
 def make_pruner(spec: dict[str, Any]):
-    """`{"name": "median" | "hyperband" | "none", "<name>": {its kwargs}, ...}` -> that Optuna pruner.
+    """`{"name": "median" | "percentile" | "hyperband" | "none", "<name>": {its kwargs}, ...}` -> that Optuna pruner.
 
     `spec` is `hydra.sweeper.pruner` as plain data (schema.PrunerConf); a null option means Optuna's default.
     """
@@ -93,6 +93,8 @@ def make_pruner(spec: dict[str, Any]):
         return optuna.pruners.MedianPruner(**kwargs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(**kwargs)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(**kwargs)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
