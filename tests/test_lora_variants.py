@@ -131,31 +131,37 @@ def test_a_trained_embedding_copy_stays_tied_to_the_output_head(tmp_path):
     assert torch.equal(embedding.weight, head.weight)  # the head uses the trained copy, as the base ties them
 
 
-def test_a_pissa_run_with_neftune_trains_and_its_adapter_is_the_trained_model(tmp_path):
-    """Through medexp's own training: PiSSA, rsLoRA and NEFTune noise together; the saved adapter/, loaded on the
-    original base, gives the trained model's outputs; eval/base/loss is the base model's."""
+RUN = [
+    "experiment=smoke",
+    "eval=none",
+    "eval.before_training=true",
+    "eval.metrics=[loss]",
+    "tracking=none",
+    "trainer.max_steps=2",
+    "trainer.eval_steps=2",
+]
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """Two smoke steps with the default LoRA: what the variants are compared with."""
+    from medexp.train import train
+
+    return train(compose_config(RUN, tmp_path_factory.mktemp("plain")))
+
+
+def test_a_pissa_run_trains_and_its_adapter_is_the_trained_model(plain_run, tmp_path):
+    """Through medexp's own training: PiSSA and rsLoRA together; the saved adapter/, loaded on the original
+    base, gives the trained model's outputs; eval/base/loss is the base model's."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from medexp.train import train
 
-    common = [
-        "experiment=smoke",
-        "eval=none",
-        "eval.before_training=true",
-        "eval.metrics=[loss]",
-        "tracking=none",
-        "trainer.max_steps=4",
-        "trainer.eval_steps=2",
-    ]
-    plain = train(compose_config(common, tmp_path / "plain"))
-    cfg = compose_config(
-        [*common, "lora.init=pissa", "lora.use_rslora=true", "trainer.neftune_noise_alpha=5"],
-        tmp_path / "pissa",
-    )
+    cfg = compose_config([*RUN, "lora.init=pissa", "lora.use_rslora=true"], tmp_path)
     result = train(cfg)
-    assert result.metrics["eval/base/loss"] == pytest.approx(plain.metrics["eval/base/loss"], abs=1e-4)
-    assert result.metrics["eval_loss"] != pytest.approx(plain.metrics["eval_loss"], abs=1e-4)
+    assert result.metrics["eval/base/loss"] == pytest.approx(plain_run.metrics["eval/base/loss"], abs=1e-4)
+    assert result.metrics["eval_loss"] != pytest.approx(plain_run.metrics["eval_loss"], abs=1e-4)
     assert (result.output_dir / "adapter_unconverted").is_dir()
 
     tokenizer_ids = torch.tensor([[1, 5, 9, 42, 7, 3]])
@@ -166,24 +172,14 @@ def test_a_pissa_run_with_neftune_trains_and_its_adapter_is_the_trained_model(tm
         assert _gap(loaded(tokenizer_ids).logits, model(tokenizer_ids).logits) < 1e-4
 
 
-def test_neftune_noise_is_on_in_training_only(tmp_path):
+def test_neftune_noise_is_on_in_training_only(plain_run, tmp_path):
     """trainer.neftune_noise_alpha reaches the trainer, which adds noise to the input embeddings while training."""
     from medexp.train import train
 
-    common = [
-        "experiment=smoke",
-        "eval=none",
-        "eval.before_training=true",
-        "eval.metrics=[loss]",
-        "tracking=none",
-        "trainer.max_steps=2",
-        "trainer.eval_steps=2",
-    ]
-    quiet = train(compose_config(common, tmp_path / "quiet"))
-    noisy = train(compose_config([*common, "trainer.neftune_noise_alpha=5"], tmp_path / "noisy"))
+    noisy = train(compose_config([*RUN, "trainer.neftune_noise_alpha=5"], tmp_path))
     # evaluation of the untouched model sees no noise; training with noise ends somewhere else
-    assert noisy.metrics["eval/base/loss"] == pytest.approx(quiet.metrics["eval/base/loss"], abs=1e-6)
-    assert noisy.metrics["eval_loss"] != pytest.approx(quiet.metrics["eval_loss"], abs=1e-5)
+    assert noisy.metrics["eval/base/loss"] == pytest.approx(plain_run.metrics["eval/base/loss"], abs=1e-6)
+    assert noisy.metrics["eval_loss"] != pytest.approx(plain_run.metrics["eval_loss"], abs=1e-5)
 
 
 def test_variants_are_searchable_in_a_sweep():
