@@ -92,6 +92,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", [*T, "lora.init=olora", "lora.train_modules=[norm]"], "train_modules"),
     ("train", [*T, "lora.train_modules=[embeddings]"], "embeddings"),
     ("train", [*T, "trainer.neftune_noise_alpha=0"], "neftune_noise_alpha"),
+    ("train", [*T, "eval.generation.judge.enabled=true"], "eval.generation.judge.base_url"),
     ("train", [*T, "trainer.learning_rate=-0.001"], "trainer.learning_rate"),
     ("train", [*T, "trainer.learning_rate=fast"], "trainer.learning_rate"),
     ("train", [*T, "trainer.learning_rate=inf"], "trainer.learning_rate"),

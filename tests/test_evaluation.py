@@ -329,3 +329,131 @@ def test_multiple_choice_and_ood_suites_on_an_untrained_adapter(make_cfg, tiny_t
     )  # the same answers, word for word
     assert [r["suite"] for r in result.rows] == ["ood"] * 12
     assert "eval/rouge_l" not in m  # eval=mc turns free-text generation on held-out questions off
+
+
+class _QualityJudge(BaseHTTPRequestHandler):
+    """A test double of an OpenAI-compatible judge: the first request gets a 503 (a transport error to retry);
+    then a fixed rubric reply by the answer graded; "prose" and "bad" answers get replies that are not the JSON."""
+
+    requests: ClassVar[int] = 0
+
+    def do_POST(self):  # http.server's naming
+        _QualityJudge.requests += 1
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if _QualityJudge.requests == 1:
+            self.send_response(503)
+            self.end_headers()
+            return
+        graded = body["messages"][1]["content"].split("Answer to grade: ", 1)[1]
+        content = {
+            "prose": "The answer is good. Score: 4/5.",
+            "bad": '{"faithfulness": 6, "correctness": 3, "relevance": 5, "completeness": 2}',
+        }.get(
+            graded,
+            json.dumps(
+                {"faithfulness": 5, "correctness": 4, "relevance": 5, "completeness": len(graded) % 5 + 1}
+            ),
+        )
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("reply", "parsed"),
+    [
+        ('{"faithfulness": 4, "correctness": 3, "relevance": 5, "completeness": 2}', True),
+        (' \n{"relevance": 5, "completeness": 1, "faithfulness": 1, "correctness": 5}\n', True),
+        ('```json\n{"faithfulness": 4, "correctness": 3, "relevance": 5, "completeness": 2}\n```', False),
+        ('{"faithfulness": 4, "correctness": 3, "relevance": 5}', False),  # a criterion missing
+        ('{"faithfulness": 4, "correctness": 3, "relevance": 5, "completeness": 2, "overall": 4}', False),
+        ('{"faithfulness": 4.5, "correctness": 3, "relevance": 5, "completeness": 2}', False),
+        ('{"faithfulness": true, "correctness": 3, "relevance": 5, "completeness": 2}', False),
+        ('{"faithfulness": 0, "correctness": 3, "relevance": 5, "completeness": 2}', False),
+        ("Faithfulness 4, correctness 3", False),
+    ],
+)
+def test_judge_replies_are_parsed_strictly(reply, parsed):
+    from medexp.evaluation.judge import parse_scores
+
+    assert (parse_scores(reply) is not None) is parsed
+
+
+def test_the_quality_judge_scores_against_the_reference_retries_and_counts_parse_failures(monkeypatch):
+    from medexp.config import UserError
+    from medexp.evaluation.judge import quality
+
+    monkeypatch.setattr("medexp.evaluation.judge.time.sleep", lambda s: None)  # no back-off wait in tests
+    server = HTTPServer(("127.0.0.1", 0), _QualityJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = OmegaConf.create(
+            {
+                "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+                "model": "judge-1",
+                "api_key_env": "NONE",
+            }
+        )
+        scores = quality(cfg, ["q1", "q2", "q3", "q4"], ["r"] * 4, ["abc", "abcd", "prose", "bad"])
+        assert _QualityJudge.requests == 5  # the 503 was retried
+        assert scores.scored == 2 and scores.parse_failures == 2  # counted, not guessed
+        assert scores.means == {"faithfulness": 5, "correctness": 4, "relevance": 5, "completeness": 4.5}
+        assert scores.metrics()["judge/parse_failures"] == 2
+        with pytest.raises(UserError, match=r"None of the 2 replies of the quality judge .*'judge-1'"):
+            quality(cfg, ["q1", "q2"], ["r", "r"], ["prose", "bad"])
+    finally:
+        server.shutdown()
+    with pytest.raises(UserError, match=r"quality judge at .* did not answer"):
+        quality(cfg, ["q"], ["r"], ["a"], timeout=2)  # the server is gone: retried, then one paragraph
+
+
+def test_the_quality_judge_needs_an_endpoint_and_is_a_known_metric(make_cfg):
+    from medexp.config import UserError, validate
+    from medexp.config.metrics import metric_part
+
+    with pytest.raises(
+        UserError, match=r"eval.generation.judge.enabled=true needs eval.generation.judge.base_url"
+    ):
+        validate(make_cfg("experiment=smoke", "eval.generation.judge.enabled=true"))
+    cfg = make_cfg(
+        "experiment=smoke", "eval.generation.judge.enabled=true", "eval.generation.judge.base_url=http://127.0.0.1:9/v1",
+        "eval.generation.judge.model=m",
+    )  # fmt: skip
+    validate(cfg)
+    assert metric_part("eval/judge/correctness", cfg) == ("eval.generation.judge.enabled", True)
+    assert metric_part("eval/judge/correctness", make_cfg("experiment=smoke"))[1] is False
+
+
+def test_the_generation_suite_logs_judge_scores_for_both_models(make_cfg, tiny_tokenizer, monkeypatch):
+    from medexp.data import load_pairs, prepare_data
+    from medexp.evaluation.runner import evaluate_model
+    from medexp.training.model import load_model
+
+    monkeypatch.setattr("medexp.evaluation.judge.time.sleep", lambda s: None)
+    _QualityJudge.requests = 1  # no 503 this time
+    server = HTTPServer(("127.0.0.1", 0), _QualityJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = make_cfg(
+            "experiment=smoke", "eval.generation.num_questions=2", "eval.generation.max_new_tokens=4",
+            "eval.generation.latency_samples=0", "eval.generation.semantic_similarity=false",
+            "eval.generation.bertscore=false", "eval.generation.judge.enabled=true", "eval.generation.judge.model=j",
+            f"eval.generation.judge.base_url=http://127.0.0.1:{server.server_port}/v1",
+        )  # fmt: skip
+        data = prepare_data(load_pairs(cfg.dataset), cfg.dataset, tiny_tokenizer, cfg.seed)
+        model = load_model(cfg.model, cfg.lora, "fp32", False)
+        m = evaluate_model(cfg.eval, model, tiny_tokenizer, data, {"dataset": cfg.dataset}, cfg.seed).metrics
+    finally:
+        server.shutdown()
+    assert _QualityJudge.requests == 1 + 4  # 2 questions x (adapted, base)
+    for criterion in ("faithfulness", "correctness", "relevance", "completeness"):
+        assert 1 <= m[f"eval/judge/{criterion}"] <= 5 and f"eval/base/judge/{criterion}" in m
+        assert m[f"eval/delta/judge/{criterion}"] == 0  # an untrained adapter answers as the base does
+    assert m["eval/judge/parse_failures"] == 0 and m["eval/base/judge/parse_failures"] == 0
+    assert "eval/delta/judge/parse_failures" not in m

@@ -120,13 +120,14 @@ def _validate_eval(cfg: DictConfig) -> None:
             f"eval.prompts_file={e.prompts_file!r} does not exist. Give a .txt file with one question per line, "
             'or a .jsonl file with one {"prompt": ...} object per line.'
         )
-    judge = e.safety.judge
-    if e.safety.enabled and judge.enabled and not (judge.base_url and judge.model):
-        raise UserError(
-            "eval.safety.judge.enabled=true needs eval.safety.judge.base_url (e.g. http://127.0.0.1:8000/v1) "
-            "and eval.safety.judge.model (the judge model's name at that endpoint); got base_url="
-            f"{judge.base_url!r}, model={judge.model!r}. Or leave the judge off."
-        )
+    for part, judge in (("safety", e.safety.judge), ("generation", e.generation.get("judge"))):
+        on = judge is not None and judge.enabled and e[part].enabled
+        if on and not (judge.base_url and judge.model):
+            raise UserError(
+                f"eval.{part}.judge.enabled=true needs eval.{part}.judge.base_url (e.g. http://127.0.0.1:8000/v1) "
+                f"and eval.{part}.judge.model (the judge model's name at that endpoint); got base_url="
+                f"{judge.base_url!r}, model={judge.model!r}. Or leave the judge off."
+            )
     semantic = e.generation.semantic_model
     if (
         semantic is not None

@@ -17,6 +17,7 @@ from medexp.config.errors import UserError
 _PARTS = (
     ("safety_judge_pass_rate", "eval.safety.judge.enabled", "eval=safety with a judge endpoint"),
     ("safety", "eval.safety.enabled", "eval=safety"),  # safety_pass_rate, safety/<category>
+    ("judge/", "eval.generation.judge.enabled", "eval=default with a judge endpoint"),
     ("ood/", "eval.ood.enabled", "eval=full"),
     ("mc/", "eval.mc.enabled", "eval=mc"),
 )

@@ -134,6 +134,14 @@ class TrainerConfig:
 
 # --- eval --------------------------------------------------------------------------------------------------
 @dataclass
+class JudgeConfig:
+    enabled: bool = MISSING  # ask an LLM behind an OpenAI-compatible endpoint for a second opinion
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # the judge model's name at that endpoint
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
+
+
+@dataclass
 class GenerationEvalConfig:
     enabled: bool = MISSING  # answer held-out questions and compare with the references
     num_questions: int = MISSING  # held-out questions answered
@@ -145,9 +153,8 @@ class GenerationEvalConfig:
     semantic_model: str | None = None  # sentence-transformers id or path; null = bundled all-MiniLM-L6-v2
     bertscore: bool = False  # BERTScore F1 of answer and reference (bert-score)
     bertscore_model: str | None = None  # hub id or path; null = the bundled all-MiniLM-L6-v2
-    bertscore_layers: int | None = (
-        None  # layer whose embeddings are compared; null = bert-score's or the last
-    )
+    bertscore_layers: int | None = None  # layer compared; null = bert-score's tuned one, or the last
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # LLM grades of answer quality, 1-5 per criterion
 
 
 @dataclass
@@ -161,14 +168,6 @@ class MCEvalConfig:
 @dataclass
 class OODEvalConfig:
     enabled: bool = MISSING  # out-of-domain prompts, to catch forgetting
-
-
-@dataclass
-class JudgeConfig:
-    enabled: bool = MISSING  # ask an LLM behind an OpenAI-compatible endpoint for a second opinion
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
-    model: str | None = None  # the judge model's name at that endpoint
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
 
 
 @dataclass

@@ -168,6 +168,17 @@ def evaluate_model(
                 _answer_metrics(adapted, references, gen_cfg, lat),
                 _answer_metrics(base, references, gen_cfg, base_lat) if compare else None,
             )
+            if gen_cfg.get("judge") is not None and gen_cfg.judge.enabled:
+                from medexp.evaluation.judge import quality
+
+                graded = [quality(gen_cfg.judge, questions, references, [g.text for g in adapted])]
+                if compare:
+                    graded.append(quality(gen_cfg.judge, questions, references, [g.text for g in base]))
+                base_scores = graded[1].metrics() if compare else None
+                if base_scores is not None:
+                    base_scores.pop("judge/parse_failures")  # a count per model, not a score: no delta
+                    result.metrics["eval/base/judge/parse_failures"] = graded[1].parse_failures
+                result.add(graded[0].metrics(), base_scores)
             result.answers("validation", questions, references, adapted, base if compare else None)
 
         if eval_cfg.mc.enabled:
