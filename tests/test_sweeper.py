@@ -525,6 +525,8 @@ def test_constraints_and_objectives_are_parsed_and_checked_against_the_eval_grou
     assert objectives_error(two, ["minimize", "maximize"], [], "none") is None
 
 
+# slow (~30 s, a 4-trial study): kept out of the default suite's 10-minute budget; pytest -m slow runs it
+@pytest.mark.slow
 def test_a_constrained_multi_objective_study_keeps_infeasible_trials_off_the_front(tmp_path):
     """Three seeded trials: one that learns (low eval_loss and perplexity), one that barely moves, and one whose
     config fails. Minimising eval_loss while maximising perplexity, neither of the first two dominates the other;

@@ -40,6 +40,8 @@ def server(tmp_path_factory):
     server.kill()
 
 
+# slow (~45 s with its server): kept out of the default suite's 10-minute budget; pytest -m slow runs it
+@pytest.mark.slow
 def test_a_run_outlives_its_tracking_server_and_sync_sends_the_rest(tmp_path, server, monkeypatch):
     """The server dies at step 3 of 12: training goes on, the adapter is saved, the summary says what waits; once
     the server is back, `medexp.sync` sends it and the MLflow run holds every step and its final status."""
