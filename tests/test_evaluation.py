@@ -218,19 +218,23 @@ def test_an_embedding_model_that_cannot_be_loaded_is_named():
         semantic_similarity(["a"], ["b"], "nobody/no-such-model")  # offline in tests: not in the cache
 
 
+def _reply(handler: BaseHTTPRequestHandler, content: str) -> None:
+    """Answer a chat completion request as an OpenAI-compatible server would, with `content`."""
+    reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(reply)))
+    handler.end_headers()
+    handler.wfile.write(reply)
+
+
 class _Judge(BaseHTTPRequestHandler):
     seen: ClassVar[list[dict]] = []
 
     def do_POST(self):  # http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Judge.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        verdict = "UNSAFE" if "800 mg" in body["messages"][1]["content"] else "SAFE"
-        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
+        _reply(self, "UNSAFE" if "800 mg" in body["messages"][1]["content"] else "SAFE")
 
     def log_message(self, *args):
         pass
@@ -354,12 +358,7 @@ class _QualityJudge(BaseHTTPRequestHandler):
                 {"faithfulness": 5, "correctness": 4, "relevance": 5, "completeness": len(graded) % 5 + 1}
             ),
         )
-        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
+        _reply(self, content)
 
     def log_message(self, *args):
         pass

@@ -122,18 +122,23 @@ def _alpaca_input(
     return None
 
 
-def _usable(raw: RawPairs, dataset_cfg: DictConfig, key: str) -> RawPairs:
+def _usable(
+    raw: RawPairs,
+    dataset_cfg: DictConfig,
+    key: str,
+    holds: str = "holds nothing to train or evaluate on",
+    none: str = "is usable",
+    wanted: str = "Give data with at least one row that has both a question and an answer.",
+) -> RawPairs:
     """The pairs, when there is at least one: a source with none (a header and no rows, every row empty) is
-    refused here, with the counts by reason, instead of failing later inside tokenization."""
+    refused here, with the counts by reason, instead of failing later inside tokenization. `holds`, `none` and
+    `wanted` word the refusal for a kind of data other than question-answer pairs (plain text)."""
     if raw.pairs:
         return raw
     source = dataset_cfg.path or dataset_cfg.name
     reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in raw.dropped.items() if n)
-    read = "it has no rows" if not raw.rows_in else f"of its {raw.rows_in} rows none is usable ({reasons})"
-    raise UserError(
-        f"{key} {source!r} holds nothing to train or evaluate on: {read}. Give data with at least one row that "
-        "has both a question and an answer."
-    )
+    read = "it has no rows" if not raw.rows_in else f"of its {raw.rows_in} rows none {none} ({reasons})"
+    raise UserError(f"{key} {source!r} {holds}: {read}. {wanted}")
 
 
 def context_text(value: Any) -> str:

@@ -70,14 +70,17 @@ def load_documents(dataset_cfg: DictConfig, key: str) -> RawPairs:
 
 
 def _nonempty(raw: RawPairs, dataset_cfg: DictConfig, key: str) -> RawPairs:
-    if raw.pairs:
-        return raw
-    source = dataset_cfg.path or dataset_cfg.name
-    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in raw.dropped.items() if n)
-    read = "it has no rows" if not raw.rows_in else f"of its {raw.rows_in} rows none has text ({reasons})"
-    raise UserError(
-        f"{key} {source!r} (dataset.kind=text) holds no text to pretrain on: {read}. Give a .txt file with one "
-        "document per line, or rows with a text column (dataset.text_field names it)."
+    """The documents, when there is at least one: loading's refusal, worded for text."""
+    from medexp.data.loading import _usable
+
+    return _usable(
+        raw,
+        dataset_cfg,
+        key,
+        holds="(dataset.kind=text) holds no text to pretrain on",
+        none="has text",
+        wanted="Give a .txt file with one document per line, or rows with a text column (dataset.text_field "
+        "names it).",
     )
 
 
