@@ -61,6 +61,7 @@ class DatasetConfig:
     context_field: str | None = None  # a passage shown above the question (PubMedQA's abstract)
     input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
     decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
+    messages_field: str | None = None  # multi-turn chats (OpenAI messages / ShareGPT); null = detect
     kind: DatasetKind = MISSING  # qa, multiple_choice or text (continued pretraining)
     text_field: str | None = (
         None  # text: the column holding each document; null = detect (text, content, ...)

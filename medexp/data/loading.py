@@ -72,6 +72,19 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
     if dataset_cfg.kind == "multiple_choice":
         return _usable(_multiple_choice_pairs(frame, dataset_cfg, key), dataset_cfg, key)
     columns = [str(c) for c in frame.columns]
+    conversations = _conversation_column(columns, dataset_cfg, key)
+    if conversations is not None:  # OpenAI messages / ShareGPT conversations (medexp.data.conversation)
+        from medexp.data.conversation import conversation_pairs
+
+        raw = RawPairs(pairs=[], rows_in=len(frame), columns=(conversations, conversations))
+        raw.pairs, raw.dropped = conversation_pairs(frame[conversations].tolist())
+        return _usable(
+            raw,
+            dataset_cfg,
+            key,
+            wanted="Give conversations that alternate user and assistant turns and hold at least one "
+            "assistant turn.",
+        )
     q_col, a_col = resolve_columns(columns, dataset_cfg.question_field, dataset_cfg.answer_field, key)
     found = ", ".join(repr(c) for c in columns)
     context = dataset_cfg.context_field and _pick(
@@ -105,6 +118,22 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
                 answer = f"{verdict.capitalize()}. {answer}"
             raw.pairs.append((question, answer))
     return _usable(raw, dataset_cfg, key)
+
+
+def _conversation_column(columns: list[str], dataset_cfg: DictConfig, key: str) -> str | None:
+    """The column of multi-turn conversations: the configured `messages_field`, else a `messages` /
+    `conversations` column when no question or answer column is configured (UltraChat has both `prompt` and
+    `messages`: the conversation is the richer of the two)."""
+    from medexp.data.conversation import CONVERSATION_NAMES
+
+    configured = dataset_cfg.get("messages_field")
+    found = ", ".join(repr(c) for c in columns)
+    if configured is not None:
+        return _pick(columns, configured, (), "messages", found, key)
+    if dataset_cfg.question_field is not None or dataset_cfg.answer_field is not None:
+        return None
+    by_lower = {c.strip().lower(): c for c in columns}
+    return next((by_lower[n] for n in CONVERSATION_NAMES if n in by_lower), None)
 
 
 def _alpaca_input(

@@ -90,8 +90,16 @@ class PreparedData:
 
 
 def chat_messages(system_prompt: str, question: str, answer: str | None = None) -> list[dict[str, str]]:
-    """The conversation every pair becomes: system prompt, the question as user turn, the answer as reply."""
-    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
+    """The conversation every pair becomes: system prompt, the question as user turn, the answer as reply. A
+    question that ends a multi-turn conversation (a `Dialogue`) brings its earlier turns, and its own system
+    message, when the data has one, wins over `system_prompt`."""
+    from medexp.data.conversation import Dialogue
+
+    if isinstance(question, Dialogue):
+        system = question.system if question.system is not None else system_prompt
+        messages = [{"role": "system", "content": system}, *question.turns]
+    else:
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})
     return messages
@@ -100,23 +108,40 @@ def chat_messages(system_prompt: str, question: str, answer: str | None = None) 
 def tokenize_pairs(
     tokenizer: PreTrainedTokenizerBase, system_prompt: str, pairs: list[tuple[str, str]]
 ) -> tuple[list[list[int]], list[list[int]]]:
-    """input_ids of each whole conversation, and a mask that is 1 on the answer tokens (the loss) only."""
-    prompts = [
-        tokenizer.apply_chat_template(
-            chat_messages(system_prompt, q), tokenize=False, add_generation_prompt=True
-        )
-        for q, _ in pairs
-    ]
-    fulls = [
-        tokenizer.apply_chat_template(chat_messages(system_prompt, q, a), tokenize=False) for q, a in pairs
-    ]
+    """input_ids of each whole conversation, and a mask that is 1 on the assistant tokens (the loss) only: the
+    answer, and in a multi-turn conversation every earlier assistant turn too.
+
+    Each assistant turn starts where the conversation rendered up to its generation prompt diverges from the
+    whole (as in TRL) and ends where the conversation rendered through that turn does (its end-of-turn token
+    included); the last turn runs to the end."""
+    conversations = [chat_messages(system_prompt, q, a) for q, a in pairs]
     # Templates carry their own special tokens, so none are added here (as apply_chat_template does).
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(fulls, add_special_tokens=False)["input_ids"]
-    masks = []
-    for p, f in zip(prompt_ids, full_ids, strict=True):
-        n = _common_prefix(p, f)  # the answer starts where the two diverge, as in TRL
-        masks.append([0] * n + [1] * (len(f) - n))
+    texts: list[str] = []
+
+    def render(messages: list[dict[str, str]], prompt: bool = False) -> int:  # its index in texts
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt))
+        return len(texts) - 1
+
+    spans = []  # per conversation: (whole, [(up to the turn's prompt, through the turn or None: the end)])
+    for messages in conversations:
+        last = len(messages) - 1
+        turns = [
+            (render(messages[:k], prompt=True), render(messages[: k + 1]) if k < last else None)
+            for k, m in enumerate(messages)
+            if m["role"] == "assistant"
+        ]
+        spans.append((render(messages), turns))
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    full_ids, masks = [], []
+    for full_index, turns in spans:
+        full = ids[full_index]
+        mask = [0] * len(full)
+        for prefix, end in turns:
+            start = _common_prefix(ids[prefix], full)
+            stop = len(full) if end is None else _common_prefix(ids[end], full)
+            mask[start:stop] = [1] * (stop - start)
+        full_ids.append(full)
+        masks.append(mask)
     return full_ids, masks
 
 
@@ -286,5 +311,11 @@ def prepare_data(
         sources=reports,
         max_tokens=int(dataset_cfg.max_tokens),
     )
-    log.info("%s (question column %r, answer column %r)", data.summary(), *raw.columns)
+    q_col, a_col = raw.columns
+    columns = (
+        f"conversation column {q_col!r}"
+        if q_col == a_col
+        else f"question column {q_col!r}, answer column {a_col!r}"
+    )
+    log.info("%s (%s)", data.summary(), columns)
     return data
