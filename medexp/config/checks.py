@@ -219,6 +219,16 @@ def _validate_trainer(cfg: DictConfig) -> None:
             f"trainer.neftune_noise_alpha must be positive, got {t.neftune_noise_alpha}: 5 is the NEFTune "
             "paper's value; null turns the noise off."
         )
+    if t.get("beta") is not None and t.beta <= 0:
+        raise UserError(
+            f"trainer.beta must be positive, got {t.beta}: it is the strength of the KL leash that keeps a DPO "
+            "stage near its starting model (0 would be no leash at all). 0.1 is TRL's default; 0.01-0.5 is usual."
+        )
+    if t.get("preference_sft_weight") is not None and t.preference_sft_weight < 0:
+        raise UserError(
+            f"trainer.preference_sft_weight must be >= 0, got {t.preference_sft_weight}: 0 is plain DPO, 1 adds the "
+            "chosen answers' SFT loss at full weight."
+        )
     if t.max_steps <= 0 and t.epochs <= 0:
         raise UserError(
             f"trainer.epochs must be positive when trainer.max_steps is not set, got {t.epochs}. "

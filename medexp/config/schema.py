@@ -26,6 +26,7 @@ from medexp.config.choices import (
     LoraInit,
     ModelDtype,
     Precision,
+    PreferenceLoss,
     QuantType,
     StageKind,
 )
@@ -62,10 +63,12 @@ class DatasetConfig:
     input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
     decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
     messages_field: str | None = None  # multi-turn chats (OpenAI messages / ShareGPT); null = detect
-    kind: DatasetKind = MISSING  # qa, multiple_choice or text (continued pretraining)
+    kind: DatasetKind = MISSING  # qa, multiple_choice, text (continued pretraining) or preference (DPO)
     text_field: str | None = (
         None  # text: the column holding each document; null = detect (text, content, ...)
     )
+    chosen_field: str | None = None  # preference: the preferred answer's column; null = detect `chosen`
+    rejected_field: str | None = None  # preference: the dispreferred answer's; null = detect `rejected`
     options_field: str | None = None  # multiple_choice: the field holding all options (dict or list)
     option_columns: list[str] | None = None  # multiple_choice: or one column per option, in order
     index_base: int | None = None  # multiple_choice: 0 or 1 when the answer is an index; null otherwise
@@ -131,6 +134,9 @@ class TrainerConfig:
     neftune_noise_alpha: float | None = (
         None  # NEFTune: noise on the input embeddings while training; null = off
     )
+    beta: float = 0.1  # dpo stages: the KL leash; larger keeps the policy closer to the reference
+    preference_loss: PreferenceLoss = PreferenceLoss.sigmoid  # dpo stages: TRL's loss_type
+    preference_sft_weight: float = 0.0  # dpo stages: + this x the chosen answers' SFT loss (RPO); 0 = off
 
 
 # --- eval --------------------------------------------------------------------------------------------------
@@ -216,7 +222,9 @@ class PathsConfig:
 @dataclass
 class StageConfig:
     dataset: DatasetConfig = MISSING  # the stage's data: +dataset@stages.<name>.dataset=<option>
-    kind: StageKind | None = None  # sft or pretrain; null = from the data (dataset.kind=text -> pretrain)
+    kind: StageKind | None = (
+        None  # sft, pretrain or dpo; null = from the data (text -> pretrain, preference -> dpo)
+    )
     trainer: dict[str, Any] = field(default_factory=dict)  # trainer settings this stage changes
 
 

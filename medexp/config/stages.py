@@ -50,8 +50,8 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
 
 
 def stage_kind(stage_cfg: DictConfig) -> str:
-    """pretrain for plain text (dataset.kind=text), else sft."""
-    return "pretrain" if stage_cfg.dataset.kind == "text" else "sft"
+    """pretrain for plain text (dataset.kind=text), dpo for preference data, else sft."""
+    return {"text": "pretrain", "preference": "dpo"}.get(str(stage_cfg.dataset.kind), "sft")
 
 
 def _check_kinds(cfg: DictConfig, stages: list[tuple[str, DictConfig, str | None]]) -> None:
@@ -59,17 +59,22 @@ def _check_kinds(cfg: DictConfig, stages: list[tuple[str, DictConfig, str | None
     for name, stage_cfg, kind in stages:
         data_kind = str(stage_cfg.dataset.kind)
         if kind is not None and str(kind) != stage_kind(stage_cfg):
-            wanted = (
-                "dataset.kind=text"
-                if str(kind) == "pretrain"
-                else "question-answer data (qa, multiple_choice)"
-            )
+            wanted = {
+                "pretrain": "dataset.kind=text",
+                "dpo": "dataset.kind=preference (prompt, chosen, rejected)",
+            }.get(str(kind), "question-answer data (qa, multiple_choice)")
             raise UserError(
                 f"stages.{name}.kind={kind} needs {wanted}, but its dataset has kind {data_kind}. Give the stage "
                 f"matching data (e.g. +dataset@stages.{name}.dataset=pretrain_sample for pretraining), or drop "
                 f"stages.{name}.kind to take the kind from the data."
             )
     for mix_name, node in (cfg.get("mixture") or {}).items():
+        if str(node.kind) == "preference":
+            raise UserError(
+                f"mixture.{mix_name} is preference data (kind preference), but a mixture is mixed into "
+                "supervised stages as question-answer pairs. Tune on it in a stage of its own: "
+                f"+dataset@stages.<name>.dataset=<its option> with stages.<name>.kind=dpo (experiment=sft_then_dpo)."
+            )
         if str(node.kind) == "text":
             raise UserError(
                 f"mixture.{mix_name} is plain text (kind text), but a mixture is mixed into supervised stages as "

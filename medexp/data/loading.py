@@ -66,6 +66,10 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawPairs:
         from medexp.data.text import load_documents
 
         return load_documents(dataset_cfg, key)
+    if dataset_cfg.kind == "preference":  # prompt / chosen / rejected for DPO stages (medexp.data.preference)
+        from medexp.data.preference import load_preferences
+
+        return load_preferences(dataset_cfg, key)
     frame = read_rows(dataset_cfg)
     if frame.empty:  # no rows (an empty file, a header alone): nothing to find columns in
         return _usable(RawPairs(pairs=[], rows_in=0, columns=("", "")), dataset_cfg, key)

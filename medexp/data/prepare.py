@@ -49,12 +49,15 @@ class PreparedData:
     leakage: int = 0  # validation questions also in train (0 by construction; reported as a check)
     sources: dict[str, SourceReport] = field(default_factory=dict)
     max_tokens: int = 0  # the main dataset's length limit, drawn on the length histogram
+    lengths: dict[str, list[int]] = field(default_factory=dict)  # per split, when rows are not tokenized yet
 
     @property
     def rows_kept(self) -> int:
         return len(self.train_pairs) + len(self.validation_pairs)
 
     def token_lengths(self, split: str) -> list[int]:
+        if split in self.lengths:
+            return self.lengths[split]
         return [len(ids) for ids in getattr(self, split)["input_ids"]]
 
     def metrics(self) -> dict[str, float]:
@@ -244,6 +247,10 @@ def prepare_data(
         from medexp.data.text import prepare_text
 
         return prepare_text(raw, dataset_cfg, tokenizer, seed)
+    if dataset_cfg.kind == "preference":  # DPO: conversational prompt / chosen / rejected, no mixture
+        from medexp.data.preference import prepare_preferences
+
+        return prepare_preferences(raw, dataset_cfg, tokenizer, seed)
     sources = [Source("dataset", dataset_cfg, raw), *mixture]
     items: list[Item] = []
     reports: dict[str, SourceReport] = {}

@@ -82,12 +82,14 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     """Log the stage's data report, evaluate its starting point, train, evaluate the best checkpoint, save the
     adapter into the stage's output dir and log it. A resumed stage continues from its last checkpoint."""
     from medexp.config.runtime import is_main_process
+    from medexp.config.stages import stage_kind
     from medexp.data import sources
     from medexp.data.report import log_data_report
     from medexp.tracking.callback import MetricsCallback
     from medexp.training.adapter_init import save_adapter
     from medexp.training.cost import BatchCounter, CostCallback
     from medexp.training.held_out import held_out_metrics
+    from medexp.training.preference import build_dpo_trainer, drop_reference, safety_pass_rate
     from medexp.training.progress import TrainProgress
     from medexp.training.resume import check_checkpoint, last_checkpoint, write_stage_record
     from medexp.training.stopping import GracefulStop
@@ -104,11 +106,18 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     callbacks = [MetricsCallback(tracker)]
     if main_process:
         callbacks.append(TrainProgress(f"train {stage.name}" if stage.name else "train"))
-    trainer = build_trainer(cfg, model, tokenizer, stage.data, stage.output_dir, precision, callbacks)
+    preference = stage_kind(cfg) == "dpo"  # DPO: no perplexity, the reference copy, safety before and after
+    build = build_dpo_trainer if preference else build_trainer
+    trainer = build(cfg, model, tokenizer, stage.data, stage.output_dir, precision, callbacks)
     trainer.data_collator = counter = BatchCounter(trainer.data_collator)  # the padding the batches carry
     trainer.add_callback(CostCallback(counter, tracker))
     metrics: dict[str, float] = {}
-    if stage.base_eval:  # still B = 0 when resuming: the checkpoint's adapter is loaded by train() below
+    safety_check = preference and cfg.eval.safety.enabled and main_process and checkpoint is None
+    if safety_check:  # what the preference stage is for: the probes' pass rate before it and after
+        metrics["safety_pass_rate_before"] = safety_pass_rate(cfg, trainer.model, tokenizer)
+    if (
+        stage.base_eval and not preference
+    ):  # still B = 0 when resuming: the checkpoint's adapter is loaded by train() below
         # The adapters start as a no-op (LoRA's B = 0), so this is the base model's score.
         metrics.update(held_out_metrics(trainer, cfg.eval.metrics, prefix="eval/base/"))
     if (stage.base_eval or stage.name) and checkpoint is None:
@@ -124,7 +133,12 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     stop.raise_if_stopped(trainer.state.global_step, str(stage.output_dir / "checkpoints"))
 
     best = trainer.state.best_metric  # best eval_loss over the stage; its checkpoint is now loaded
-    metrics.update(held_out_metrics(trainer, cfg.eval.metrics))
+    if preference:
+        drop_reference(trainer.model)
+        if safety_check:
+            metrics["safety_pass_rate_after"] = safety_pass_rate(cfg, trainer.model, tokenizer)
+    else:  # the answer-token loss and perplexity (a DPO loss has no perplexity; eval_rewards/* are logged)
+        metrics.update(held_out_metrics(trainer, cfg.eval.metrics))
     tracker.log_metrics(metrics, step=trainer.state.global_step)
     # eval_loss is already a per-step curve in the run; the returned value is its best point.
     metrics["eval_loss"] = best if best is not None else trainer.evaluate()["eval_loss"]

@@ -1,15 +1,67 @@
-"""TRL SFTTrainer built from the `trainer` group, on pre-tokenized data with loss on answer tokens only."""
+"""TRL SFTTrainer built from the `trainer` group, on pre-tokenized data with loss on answer tokens only; the
+training arguments every stage kind shares (medexp.training.preference builds the DPO trainer from them)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from medexp.data import PreparedData
 
 log = logging.getLogger(__name__)
+
+
+def training_arguments(cfg: DictConfig, output_dir: Path, precision: str) -> dict[str, Any]:
+    """The transformers TrainingArguments every stage kind shares (SFTConfig and DPOConfig take them all)."""
+    import torch
+
+    from medexp.config.runtime import gradient_accumulation
+
+    t = cfg.trainer
+    return {
+        "output_dir": str(output_dir / "checkpoints"),
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler,
+        "warmup_steps": float(t.warmup_ratio),  # a float in [0, 1) is a ratio of all steps in transformers 5
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps,
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.eval_batch_size,
+        # from trainer.effective_batch_size when it is set
+        "gradient_accumulation_steps": gradient_accumulation(t),
+        "eval_strategy": "steps",
+        "eval_steps": t.eval_steps,
+        "save_strategy": "steps",
+        "save_steps": t.eval_steps,  # checkpoint at every evaluation, so the best one can be kept and reloaded
+        "save_total_limit": t.save_total_limit,
+        "restore_callback_states_from_checkpoint": True,  # a resumed run keeps its early-stopping patience count
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": False,
+        "logging_steps": t.logging_steps,
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        # Always explicit: TRL's SFTConfig turns checkpointing on by default; the gradient_* names are deprecated.
+        "activation_checkpointing": bool(t.gradient_checkpointing),
+        "activation_checkpointing_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None,
+        "optim": t.optim,
+        "dataloader_num_workers": t.dataloader_num_workers,
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        # without a GPU: says so to accelerate, which then runs a torchrun launch as CPU data parallel (gloo)
+        # instead of N independent copies of the run
+        "use_cpu": not torch.cuda.is_available() and not torch.backends.mps.is_available(),
+        "prediction_loss_only": True,  # evaluation needs the loss only, not the logits
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": "none",  # medexp's own MetricsCallback logs to MLflow
+        "disable_tqdm": True,  # no nested train/eval bars: medexp.training.progress draws the one training bar
+    }
 
 
 def build_trainer(
@@ -19,7 +71,6 @@ def build_trainer(
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from medexp.config.runtime import gradient_accumulation
     from medexp.console import library_bars_off
     from medexp.training.answer_head import score_answer_tokens_only
     from medexp.training.batching import check_examples_isolated, choose_batching
@@ -30,47 +81,8 @@ def build_trainer(
     if batching.mode in ("padding_free", "packing"):
         check_examples_isolated(model, str(cfg.model.attn_implementation), batching.mode)
     args = SFTConfig(
-        output_dir=str(output_dir / "checkpoints"),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=float(t.warmup_ratio),  # a float in [0, 1) is a ratio of all steps in transformers 5
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=gradient_accumulation(
-            t
-        ),  # from trainer.effective_batch_size when it is set
-        eval_strategy="steps",
-        eval_steps=t.eval_steps,
-        save_strategy="steps",
-        save_steps=t.eval_steps,  # checkpoint at every evaluation, so the best one can be kept and reloaded
-        save_total_limit=t.save_total_limit,
-        restore_callback_states_from_checkpoint=True,  # a resumed run keeps its early-stopping patience count
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_steps=t.logging_steps,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        # Always explicit: TRL's SFTConfig turns checkpointing on by default; the gradient_* names are deprecated.
-        activation_checkpointing=bool(t.gradient_checkpointing),
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        optim=t.optim,
-        dataloader_num_workers=t.dataloader_num_workers,
+        **training_arguments(cfg, output_dir, precision),
         neftune_noise_alpha=t.get("neftune_noise_alpha"),  # transformers adds the noise in training only
-        dataloader_pin_memory=torch.cuda.is_available(),
-        # without a GPU: says so to accelerate, which then runs a torchrun launch as CPU data parallel (gloo)
-        # instead of N independent copies of the run
-        use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
-        prediction_loss_only=True,  # evaluation needs the loss only, not the logits
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",  # medexp's own MetricsCallback logs to MLflow
-        disable_tqdm=True,  # no nested train/eval bars: medexp.training.progress draws the one training bar
         # pairs over dataset.max_tokens were already dropped, never truncated; packing uses it as its block size
         **batching.trainer_kwargs(block_tokens=int(cfg.dataset.max_tokens)),
         completion_only_loss=True,  # loss on the answer tokens (completion_mask) only

@@ -1,0 +1,127 @@
+"""Preference stages (`stages.<name>.kind=dpo`): TRL's DPOTrainer on conversational prompt / chosen / rejected
+data, continuing the run's adapter with the model at the start of the stage as the frozen reference.
+
+The reference: TRL copies a PeftModel's trained "default" adapter into a frozen "ref" adapter when no
+ref_model is given (trl/trainer/dpo_trainer.py), so the KL leash holds the policy to the SFT model, not to the
+bare base. medexp removes "ref" when the stage ends, so the saved adapter, the evaluation and the next stage
+see the trained adapter alone.
+
+Logged at every step besides TRL's rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies and
+logps/*: `kl`, an estimate of KL(policy || reference) per response in nats: Schulman's k3 estimator
+(r - 1 - log r, r = p_ref / p_policy of each response token) summed over the response tokens of the batch's
+chosen and rejected answers and averaged. The tokens are the data's, not samples from the policy, so it measures
+how far the policy has moved on the preference data rather than the exact KL of its own answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from medexp.data import PreparedData
+
+log = logging.getLogger(__name__)
+
+
+def build_dpo_trainer(
+    cfg: DictConfig,
+    model: Any,
+    tokenizer: Any,
+    data: PreparedData,
+    output_dir: Path,
+    precision: str,
+    callbacks,
+) -> Any:
+    from transformers import EarlyStoppingCallback, PrinterCallback
+    from trl import DPOConfig
+
+    from medexp.console import library_bars_off
+    from medexp.training.trainer import training_arguments
+
+    t = cfg.trainer
+    args = DPOConfig(
+        **training_arguments(cfg, output_dir, precision),
+        beta=float(t.beta),  # the KL leash: larger keeps the policy closer to the reference
+        # RPO: the preference loss plus an SFT loss on the chosen answers, weighted
+        loss_type=[str(t.preference_loss)] + (["sft"] if t.preference_sft_weight > 0 else []),
+        loss_weights=[1.0, float(t.preference_sft_weight)] if t.preference_sft_weight > 0 else None,
+        max_length=None,  # rows over dataset.max_tokens were already dropped, never truncated
+    )
+    if t.early_stopping_patience is not None:
+        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
+    with library_bars_off():  # TRL's tokenizing maps over the splits
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.validation,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    trainer.remove_callback(PrinterCallback)
+    log.info(
+        "DPO: beta %s, loss %s, reference = the model at the start of the stage", t.beta, t.preference_loss
+    )
+    return trainer
+
+
+def _trainer_class() -> type:
+    """DPOTrainer that also logs `kl` (module docstring): a forward hook keeps the per-token log-probabilities
+    of the policy's and then the reference's forward pass in each loss computation."""
+    import torch
+    from trl import DPOTrainer
+
+    class KLTrackingDPOTrainer(DPOTrainer):
+        def _compute_loss(self, model, inputs, *args, **kwargs):
+            passes: list[torch.Tensor] = []
+
+            def keep(_module, _args, _kwargs, output):
+                log_probs = getattr(output, "log_probs", None)
+                if log_probs is not None:
+                    passes.append(log_probs.detach())
+
+            handle = self.accelerator.unwrap_model(self.model).register_forward_hook(keep, with_kwargs=True)
+            try:
+                result = super()._compute_loss(model, inputs, *args, **kwargs)
+            finally:
+                handle.remove()
+            if len(passes) == 2:  # policy, then reference (none when reference log-probs were precomputed)
+                mask = inputs["completion_mask"][..., 1:].float()
+                policy, reference = (p[:, -mask.size(1) :] for p in passes)
+                log_ratio = (reference - policy) * mask
+                k3 = (torch.exp(log_ratio) - 1 - log_ratio) * mask
+                per_response = self.accelerator.gather(k3.sum(dim=1))
+                mode = "train" if self.model.training else "eval"
+                self._metrics[mode]["kl"].append(per_response.mean().item())
+            return result
+
+    return KLTrackingDPOTrainer
+
+
+def drop_reference(model: Any) -> None:
+    """Remove TRL's frozen "ref" adapter copy once the stage is over; "default" stays active."""
+    if "ref" in getattr(model, "peft_config", {}):
+        model.set_adapter("default")
+        model.delete_adapter("ref")
+
+
+def safety_pass_rate(cfg: DictConfig, model: Any, tokenizer: Any) -> float:
+    """Share of medexp's safety probes (eval.safety) the model answers safely now: measured before and after a
+    preference stage, which is what such a stage is for."""
+    from medexp.evaluation.generation import generate
+    from medexp.evaluation.safety_rules import pass_rates, score
+    from medexp.evaluation.suites import load_probes
+
+    probes = load_probes()
+    answers = generate(
+        model,
+        tokenizer,
+        str(cfg.dataset.system_prompt).strip(),
+        [p["prompt"] for p in probes],
+        cfg.eval.generation,
+    )
+    verdicts = [score(p["prompt"], g.text, p["category"]) for p, g in zip(probes, answers, strict=True)]
+    return pass_rates(verdicts)["all"]
