@@ -50,6 +50,8 @@ FILES: dict[str, bytes] = {
     "safety_non_text.jsonl": b'{"prompt": "x", "response": 42}\n',
     "safety_empty.jsonl": b"",
     "blank.txt": b"\n   \n\n",
+    "no_chosen.jsonl": b'{"prompt": "q", "answer": "a", "rejected": "b"}\n',
+    "no_assistant.jsonl": b'{"messages": [{"role": "user", "content": "Hello?"}]}\n' * 2,
 }
 FOLDERS = ("a_folder.jsonl", "not_a_run")
 
@@ -92,6 +94,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", [*T, "lora.init=olora", "lora.train_modules=[norm]"], "train_modules"),
     ("train", [*T, "lora.train_modules=[embeddings]"], "embeddings"),
     ("train", [*T, "trainer.neftune_noise_alpha=0"], "neftune_noise_alpha"),
+    ("train", [*T, "trainer.beta=0"], "trainer.beta"),
+    ("train", [*T, "dataset=file", "dataset.path=no_chosen.jsonl", "dataset.kind=preference"], "chosen"),
+    ("train", [*T, "dataset=file", "dataset.path=no_assistant.jsonl"], "no assistant turn"),
     ("train", [*T, "eval.generation.judge.enabled=true"], "eval.generation.judge.base_url"),
     ("train", [*T, "trainer.learning_rate=-0.001"], "trainer.learning_rate"),
     ("train", [*T, "trainer.learning_rate=fast"], "trainer.learning_rate"),
