@@ -132,6 +132,9 @@ def test_sft_then_dpo_smoke_tunes_preferences_against_the_sft_model(tmp_path):
             "experiment=sft_then_dpo_smoke",
             "eval.generation.enabled=false",
             "eval.ood.enabled=false",
+            "eval.generation.max_new_tokens=16",  # the probes' verdicts, not their length, are under test
+            "stages.sft.trainer.max_steps=4",
+            "stages.sft.trainer.eval_steps=4",
             "stages.dpo.trainer.max_steps=6",
             "stages.dpo.trainer.eval_steps=3",
         ],
