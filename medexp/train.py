@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def train(cfg: DictConfig) -> RunResult:
     from transformers import set_seed
 
     from medexp.evaluation.pipeline import evaluate_and_report
+    from medexp.evaluation.suites import safety_pass_rate
     from medexp.sweep.trial import connect_trial
     from medexp.tracking import flatten, run_tags, start_run
     from medexp.training.adapter_init import save_adapter
@@ -124,6 +126,7 @@ def train(cfg: DictConfig) -> RunResult:
                 base_eval=i == 0 and bool(cfg.eval.before_training),  # the untouched model, before stage 1
                 trial=trial if last else None,  # a sweep prunes on the final stage's eval_loss only
                 resume=resuming,
+                safety_check=partial(safety_pass_rate, stage_cfg, tokenizer=tokenizer),  # dpo stages
             )
             outcome = run_stage(stage, model, tokenizer, precision, tracker, (i + 1, len(stages)), tags)
             model = outcome.model  # the next stage continues from this stage's (best) adapter

@@ -208,7 +208,10 @@ def test_multiple_choice_file_fields_are_detected_or_named(make_cfg, tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("dataset.kind=mcq", r"Wrong value for dataset.kind .*expected one of \[qa, multiple_choice, text\]"),
+        (
+            "dataset.kind=mcq",
+            r"Wrong value for dataset.kind .*expected one of \[qa, multiple_choice, text, preference\]",
+        ),
         ("dataset.index_base=2", "dataset.index_base must be 0, 1 or null"),
         ("dataset.dedup=maybe", "Wrong value for dataset.dedup .*'maybe' is not a valid bool"),
         (

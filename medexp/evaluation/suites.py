@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from medexp.config import UserError, assets_dir
 
@@ -56,3 +57,21 @@ def check_inputs(eval_cfg) -> None:
     """Read the eval group's own files now, so a bad line stops a run before training rather than after."""
     if eval_cfg.prompts_file is not None:
         load_prompts_file(eval_cfg.prompts_file)
+
+
+def safety_pass_rate(cfg: Any, model: Any, tokenizer: Any) -> float:
+    """Share of medexp's safety probes (eval.safety) the model answers safely now: measured before and after a
+    preference stage, which is what such a stage is for."""
+    from medexp.evaluation.generation import generate
+    from medexp.evaluation.safety_rules import pass_rates, score
+
+    probes = load_probes()
+    answers = generate(
+        model,
+        tokenizer,
+        str(cfg.dataset.system_prompt).strip(),
+        [p["prompt"] for p in probes],
+        cfg.eval.generation,
+    )
+    verdicts = [score(p["prompt"], g.text, p["category"]) for p, g in zip(probes, answers, strict=True)]
+    return pass_rates(verdicts)["all"]

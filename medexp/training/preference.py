@@ -106,22 +106,3 @@ def drop_reference(model: Any) -> None:
     if "ref" in getattr(model, "peft_config", {}):
         model.set_adapter("default")
         model.delete_adapter("ref")
-
-
-def safety_pass_rate(cfg: DictConfig, model: Any, tokenizer: Any) -> float:
-    """Share of medexp's safety probes (eval.safety) the model answers safely now: measured before and after a
-    preference stage, which is what such a stage is for."""
-    from medexp.evaluation.generation import generate
-    from medexp.evaluation.safety_rules import pass_rates, score
-    from medexp.evaluation.suites import load_probes
-
-    probes = load_probes()
-    answers = generate(
-        model,
-        tokenizer,
-        str(cfg.dataset.system_prompt).strip(),
-        [p["prompt"] for p in probes],
-        cfg.eval.generation,
-    )
-    verdicts = [score(p["prompt"], g.text, p["category"]) for p, g in zip(probes, answers, strict=True)]
-    return pass_rates(verdicts)["all"]

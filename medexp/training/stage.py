@@ -5,6 +5,7 @@ run. A resumed run skips the stages that finished and continues the one it was i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ class Stage:
     base_eval: bool  # evaluate the untouched base model first (eval/base/*)
     trial: Any = None  # the sweep's TrialReporter, on the stage whose eval_loss it reports
     resume: bool = False  # part of a resumed run: skip it if it finished, else continue its last checkpoint
+    # the safety probes' pass rate of a model (evaluation's, handed in by the command): before and after a dpo stage
+    safety_check: Callable[[Any], float] | None = None
 
 
 @dataclass
@@ -89,7 +92,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     from medexp.training.adapter_init import save_adapter
     from medexp.training.cost import BatchCounter, CostCallback
     from medexp.training.held_out import held_out_metrics
-    from medexp.training.preference import build_dpo_trainer, drop_reference, safety_pass_rate
+    from medexp.training.preference import build_dpo_trainer, drop_reference
     from medexp.training.progress import TrainProgress
     from medexp.training.resume import check_checkpoint, last_checkpoint, write_stage_record
     from medexp.training.stopping import GracefulStop
@@ -112,9 +115,11 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     trainer.data_collator = counter = BatchCounter(trainer.data_collator)  # the padding the batches carry
     trainer.add_callback(CostCallback(counter, tracker))
     metrics: dict[str, float] = {}
-    safety_check = preference and cfg.eval.safety.enabled and main_process and checkpoint is None
+    safety_check = (
+        preference and cfg.eval.safety.enabled and stage.safety_check and main_process and not checkpoint
+    )
     if safety_check:  # what the preference stage is for: the probes' pass rate before it and after
-        metrics["safety_pass_rate_before"] = safety_pass_rate(cfg, trainer.model, tokenizer)
+        metrics["safety_pass_rate_before"] = stage.safety_check(trainer.model)
     if (
         stage.base_eval and not preference
     ):  # still B = 0 when resuming: the checkpoint's adapter is loaded by train() below
@@ -136,7 +141,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     if preference:
         drop_reference(trainer.model)
         if safety_check:
-            metrics["safety_pass_rate_after"] = safety_pass_rate(cfg, trainer.model, tokenizer)
+            metrics["safety_pass_rate_after"] = stage.safety_check(trainer.model)
     else:  # the answer-token loss and perplexity (a DPO loss has no perplexity; eval_rewards/* are logged)
         metrics.update(held_out_metrics(trainer, cfg.eval.metrics))
     tracker.log_metrics(metrics, step=trainer.state.global_step)
