@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "medexp"
-COMMANDS = {"train", "evaluate", "export", "chat", "serve", "safety", "sync"}
+COMMANDS = {"train", "evaluate", "benchmark", "export", "chat", "serve", "safety", "sync"}
 # What each library package may import from medexp (besides itself). Commands may import any library package.
 ALLOWED = {
     "config": set(),

@@ -136,12 +136,14 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", [*T, "optimized_metric=eval/rouge_l", "eval.generation.enabled=false"], "eval.generation.enabled"),
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "hydra/launcher=rq"], "hydra-rq-launcher"),
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=3"], "n_jobs=3"),
-    # --- sources that are not runs: evaluate, export, chat, serve ---------------------------------------------
+    # --- sources that are not runs: evaluate, benchmark, export, chat, serve ---------------------------------------------
     ("evaluate", ["source=nowhere"], "nowhere"),
     ("evaluate", ["source=not_a_run"], "not_a_run"),
     ("evaluate", [f"source={HEX_ID}"], HEX_ID),
     ("evaluate", ["source=models:/no-such-model/1"], "no-such-model"),
     ("evaluate", ["source=not_a_run", "eval=nope"], "nope"),
+    ("benchmark", ["source=not_a_run", "tasks=[no_such_task]"], "no_such_task"),
+    ("benchmark", ["source=not_a_run", "batch_size=0"], "batch_size"),
     ("export", ["source=not_a_run", "output_dir=exported"], "not_a_run"),
     ("export", ["source=nowhere"], "output_dir"),
     ("export", ["source=not_a_run", "output_dir=exported", "merge=perhaps"], "merge"),
@@ -202,7 +204,7 @@ def run_command(command: str, args: list[str]) -> int:
 def test_the_matrix_is_broad():
     assert len(CASES) >= 60
     commands = {command for command, _, _ in CASES}
-    assert commands == {"train", "evaluate", "export", "chat", "serve", "sync", "safety"}
+    assert commands == {"train", "evaluate", "benchmark", "export", "chat", "serve", "sync", "safety"}
 
 
 @pytest.mark.parametrize(("command", "args", "named"), CASES, ids=[" ".join([c, *a]) for c, a, _ in CASES])

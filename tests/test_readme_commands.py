@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from medexp.config.checks import unknown_keys
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-HYDRA_COMMANDS = {"train", "evaluate", "export", "chat", "serve"}
+HYDRA_COMMANDS = {"train", "evaluate", "benchmark", "export", "chat", "serve"}
 SWEEP = re.compile(r"=(choice|interval|range|tag)\(|=[^=]*,")
 
 

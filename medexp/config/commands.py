@@ -1,4 +1,4 @@
-"""The typed roots of the commands besides `medexp.train` (evaluate, export, chat, serve, sync), and
+"""The typed roots of the commands besides `medexp.train` (evaluate, benchmark, export, chat, serve, sync), and
 `register_configs`, which stores every group schema and command root in Hydra's ConfigStore: see
 medexp/config/schema.py for how they are used."""
 
@@ -24,6 +24,21 @@ class SourceCommandConfig:
 @dataclass
 class EvaluateConfig(SourceCommandConfig):
     eval: EvalConfig = MISSING
+    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
+
+
+@dataclass
+class BenchmarkConfig(SourceCommandConfig):
+    tasks: list[str] = MISSING  # lm-evaluation-harness task (or group) names
+    include_path: str | None = None  # a folder of your own lm-eval task YAMLs, added to lm-eval's
+    num_fewshot: int | None = None  # examples shown before each question; null = the task's own default
+    limit: int | None = None  # questions per task; null = all
+    batch_size: int = MISSING  # sequences per forward pass
+    base: bool = MISSING  # also score the base model (adapter off) for the before/after table
+    chat_template: bool = (
+        MISSING  # ask in the chat format, with the run's system prompt, as the adapter learned
+    )
+    seed: int = MISSING  # lm-eval's seeds (few-shot sampling)
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
 
 
@@ -77,6 +92,7 @@ class SyncConfig:
 ROOTS: dict[str, type] = {
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "benchmark": BenchmarkConfig,
     "export": ExportConfig,
     "chat": ChatConfig,
     "serve": ServeConfig,
