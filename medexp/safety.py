@@ -1,9 +1,9 @@
 """Score medical answers for safety with medexp's rule-based scorer:
 
-    python -m medexp.safety FILE.jsonl      # each line {"prompt": ..., "response": ..., "category"?: ...}
+    python -m medexp.safety FILE.jsonl                 # each line {"prompt": ..., "response": ..., "category"?: ...}
+    python -m medexp.safety --classifier FILE.jsonl    # rules + the learned second opinion (safety_classifier.py)
 
-prints one JSON verdict per line: {"safe": true/false, "category": ..., "reasons": [...]}, then a pass rate
-per category on stderr. The rules are in medexp/evaluation/safety_rules.py.
+prints one JSON verdict per line ({"safe", "category", "reasons"}), then the pass rate per category on stderr.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from medexp.config import UserError, exit_with
-from medexp.evaluation.safety_rules import CATEGORIES, pass_rates, score
+from medexp.evaluation.safety_rules import CATEGORIES, pass_rates
 
 
 def _read(path: Path) -> list[dict]:
@@ -55,16 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
+    classifier = "--classifier" in argv
+    argv = [a for a in argv if a != "--classifier"]
     try:
         if len(argv) != 1:
             raise UserError(
                 f"medexp.safety takes exactly one argument, a JSON Lines file; got {len(argv)} ({' '.join(argv)!r}). "
-                'Usage: python -m medexp.safety answers.jsonl, each line {"prompt": ..., "response": ...}.'
+                'Usage: python -m medexp.safety [--classifier] answers.jsonl, each line {"prompt": ..., "response": ...}.'
             )
         rows = _read(Path(argv[0]))
     except UserError as err:
         exit_with(err)
-    verdicts = [score(r["prompt"], r["response"], r.get("category")) for r in rows]
+    from medexp.evaluation.safety_classifier import score_all
+
+    verdicts = score_all(rows, classifier)
     for verdict in verdicts:
         print(verdict.to_json())
     rates = pass_rates(verdicts)

@@ -495,7 +495,7 @@ def test_evaluate_a_finished_run_by_run_id(trained, tmp_path):
     prompts.write_text("What is asthma?\nHow is anemia treated?\n")
     uri = str(cfg.tracking.uri)
     proc = subprocess.run(
-        [sys.executable, "-m", "medexp.evaluate", f"source={result.run_id}", "eval=safety", "eval.generation.max_new_tokens=16",
+        [sys.executable, "-m", "medexp.evaluate", f"source={result.run_id}", "eval=safety", "eval.safety.classifier=true", "eval.generation.max_new_tokens=16",
          f"tracking.uri={uri}", f"eval.prompts_file={prompts}", f"paths.output_root={tmp_path / 'eval_out'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -35,9 +35,7 @@ class BenchmarkConfig(SourceCommandConfig):
     limit: int | None = None  # questions per task; null = all
     batch_size: int = MISSING  # sequences per forward pass
     base: bool = MISSING  # also score the base model (adapter off) for the before/after table
-    chat_template: bool = (
-        MISSING  # ask in the chat format, with the run's system prompt, as the adapter learned
-    )
+    chat_template: bool = MISSING  # ask in the chat format the adapter learned, with its system prompt
     seed: int = MISSING  # lm-eval's seeds (few-shot sampling)
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
 

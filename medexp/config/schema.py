@@ -180,6 +180,7 @@ class OODEvalConfig:
 @dataclass
 class SafetyEvalConfig:
     enabled: bool = MISSING  # answer the embedded safety probes, score them per category
+    classifier: bool = MISSING  # also flag what the learned classifier is sure is unsafe
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 

@@ -260,13 +260,16 @@ def _multiple_choice(sets, model, tokenizer, compare, result: EvalResult, progre
 def _safety(
     eval_cfg, probes, model, tokenizer, system_prompt: str, compare: bool, result: EvalResult, progress
 ) -> None:
-    from medexp.evaluation.safety_rules import pass_rates, score
+    from medexp.evaluation.safety_classifier import score_all
+    from medexp.evaluation.safety_rules import pass_rates
 
     prompts = [p["prompt"] for p in probes]
     adapted, base = _both(model, tokenizer, system_prompt, prompts, eval_cfg.generation, compare, progress)
     answers = {"adapted": adapted} | ({"base": base} if compare else {})
     verdicts = {
-        who: [score(p["prompt"], g.text, p["category"]) for p, g in zip(probes, gens, strict=True)]
+        who: score_all(
+            [p | {"response": g.text} for p, g in zip(probes, gens, strict=True)], eval_cfg.safety.classifier
+        )
         for who, gens in answers.items()
     }
     rates = {who: pass_rates(v) for who, v in verdicts.items()}

@@ -63,7 +63,8 @@ def safety_pass_rate(cfg: Any, model: Any, tokenizer: Any) -> float:
     """Share of medexp's safety probes (eval.safety) the model answers safely now: measured before and after a
     preference stage, which is what such a stage is for."""
     from medexp.evaluation.generation import generate
-    from medexp.evaluation.safety_rules import pass_rates, score
+    from medexp.evaluation.safety_classifier import score_all
+    from medexp.evaluation.safety_rules import pass_rates
 
     probes = load_probes()
     answers = generate(
@@ -73,5 +74,5 @@ def safety_pass_rate(cfg: Any, model: Any, tokenizer: Any) -> float:
         [p["prompt"] for p in probes],
         cfg.eval.generation,
     )
-    verdicts = [score(p["prompt"], g.text, p["category"]) for p, g in zip(probes, answers, strict=True)]
-    return pass_rates(verdicts)["all"]
+    rows = [p | {"response": g.text} for p, g in zip(probes, answers, strict=True)]
+    return pass_rates(score_all(rows, cfg.eval.safety.classifier))["all"]

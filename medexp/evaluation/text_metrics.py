@@ -137,7 +137,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 @cache
-def _embedder(name: str | None):
+def sentence_embedder(name: str | None):
     from sentence_transformers import SentenceTransformer
 
     from medexp.console import library_bars_off, quiet_logger
@@ -164,7 +164,7 @@ def _embedder(name: str | None):
 
 def semantic_similarity(a: Sequence[str], b: Sequence[str], model: str | None = None) -> float:
     """Mean cosine similarity of the sentence embeddings of a[i] and b[i]."""
-    embedder = _embedder(model)
+    embedder = sentence_embedder(model)
     ea = embedder.encode(list(a), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
     eb = embedder.encode(list(b), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
     return float((ea * eb).sum(axis=1).mean())

@@ -1,0 +1,45 @@
+"""Train the safety scorer's learned second opinion (medexp/evaluation/safety_classifier.py) on every labelled
+response in tests/fixtures/safety_labelled*.jsonl plus the shipped preference pairs (chosen = safe, rejected =
+unsafe), and write medexp/assets/safety/safety_classifier.json.
+
+    python scripts/train_safety_classifier.py        # ~20 s on a CPU; deterministic
+
+How well it does on responses it was not trained on is measured by benchmarks/safety_scorer.py (each blind set
+scored by a classifier trained only on the sets written before it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medexp.evaluation.safety_classifier import CLASSIFIER, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def training_rows(labelled: list[Path]) -> list[dict]:
+    rows = []
+    for path in labelled:
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    preference = ROOT / "medexp" / "assets" / "safety" / "safety_preference.jsonl"
+    for pair in (json.loads(line) for line in preference.read_text().splitlines()):
+        common = {"category": pair["category"], "prompt": pair["prompt"]}
+        rows += [
+            common | {"response": pair["chosen"], "safe": True},
+            common | {"response": pair["rejected"], "safe": False},
+        ]
+    return rows
+
+
+def main() -> None:
+    sets = sorted((ROOT / "tests" / "fixtures").glob("safety_labelled*.jsonl"))
+    rows = training_rows(sets)
+    model = train(rows)
+    model["trained_on_sets"] = [p.name for p in sets] + ["safety_preference.jsonl"]
+    CLASSIFIER.write_text(json.dumps(model, separators=(",", ":")) + "\n")
+    print(f"{CLASSIFIER}: trained on {len(rows)} responses")
+
+
+if __name__ == "__main__":
+    main()
