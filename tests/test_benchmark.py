@@ -24,6 +24,20 @@ MCQ = [
 ]
 
 
+PUBMEDQA_TASK = Path(__file__).resolve().parents[1] / "medexp" / "assets" / "bench" / "pubmedqa.yaml"
+PUBMEDQA_ROWS = [
+    {"pubid": pubid, "question": question, "final_decision": decision, "long_answer": "...",
+     "context": {"contexts": [f"Background of {pubid}.", "Results."], "labels": ["BACKGROUND", "RESULTS"]}}
+    for pubid, question, decision in [
+        (12377809, "Is the test set kept?", "yes"),
+        (24577079, "Are no answers kept?", "no"),
+        (18284441, "Are maybe answers kept?", "maybe"),
+        (1, "Is a training question dropped?", "yes"),
+        (2, "Is another one dropped?", "no"),
+    ]
+]  # fmt: skip
+
+
 def write_tasks(folder: Path) -> Path:
     """Two lm-eval tasks on local files: multiple choice (acc, acc_norm) and answer log-likelihood on MedQuAD
     sample pairs (perplexity), which the adapter trained on and so must improve over the base."""
@@ -48,6 +62,14 @@ def write_tasks(folder: Path) -> Path:
         f"task: tiny_qa\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {qa}\n"
         'output_type: loglikelihood\ntest_split: test\ndoc_to_text: "{{q}}"\ndoc_to_target: "{{a}}"\n'
         "metric_list:\n  - metric: perplexity\nmetadata:\n  version: 1.0\n"
+    )
+    # medexp's pubmedqa task (the official test set out of qiaojin/PubMedQA) on a local file of that schema: three
+    # official test questions and two that are not, so process_docs must keep 3.
+    pq = folder / "pubmedqa.jsonl"
+    pq.write_text("".join(json.dumps(row) + "\n" for row in PUBMEDQA_ROWS))
+    (folder / "pubmedqa_local.yaml").write_text(
+        f"include: {PUBMEDQA_TASK}\ntask: pubmedqa_local\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    train: {pq}\n"
     )
     return folder
 
@@ -75,7 +97,7 @@ def test_benchmark_logs_adapted_base_and_delta_into_the_training_run(trained):
         tmp,
         f"source={result.run_id}",
         f"tracking.uri={uri}",
-        "tasks=[tiny_mcq,tiny_qa]",
+        "tasks=[tiny_mcq,tiny_qa,pubmedqa_local]",
         f"include_path={tasks}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -92,7 +114,11 @@ def test_benchmark_logs_adapted_base_and_delta_into_the_training_run(trained):
         "benchmark/benchmark.md",
         "benchmark/benchmark.json",
     }
-    assert run.data.tags["bench.tasks"] == "tiny_mcq,tiny_qa"
+    assert run.data.tags["bench.tasks"] == "tiny_mcq,tiny_qa,pubmedqa_local"
+    # medexp's pubmedqa definition ran through lm-eval: the official test questions only.
+    summary = json.loads(next((tmp / "out" / "benchmark").glob("*/*/benchmark.json")).read_text())
+    assert summary["adapted"]["n-samples"]["pubmedqa_local"]["effective"] == 3
+    assert 0 <= m["bench/pubmedqa_local/acc"] <= 1
     # The before/after table, printed as logged.
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| tiny_qa | perplexity |"))
     cells = [c.split("±")[0].strip() for c in row.strip("|").split("|")]
@@ -167,3 +193,26 @@ def test_bad_benchmark_settings_fail_in_one_paragraph_before_loading_a_model(tmp
     assert proc.stderr.startswith("medexp: error:") and message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_medexp_s_pubmedqa_replaces_lm_eval_s_and_keeps_the_official_test_set():
+    """lm-eval's pubmedqa reads bigbio/pubmed_qa, a loading script datasets >= 4 refuses: medexp's own definition
+    (qiaojin/PubMedQA, parquet) takes its name, filtered to the 500 PubMed ids of the official test set."""
+    import importlib.util
+
+    from datasets import Dataset
+
+    from medexp.evaluation.benchmark import task_manager
+
+    entry = task_manager(None).task_index["pubmedqa"]
+    assert entry.yaml_path == PUBMEDQA_TASK and entry.cfg["dataset_path"] == "qiaojin/PubMedQA"
+    spec = importlib.util.spec_from_file_location("pq", PUBMEDQA_TASK.with_suffix(".py"))
+    pq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pq)
+    ids = pq.test_ids()
+    assert len(ids) == 500 and "12377809" in ids
+    kept = pq.test_set(Dataset.from_list(PUBMEDQA_ROWS))
+    assert [r["pubid"] for r in kept] == [12377809, 24577079, 18284441]
+    assert pq.doc_to_text(kept[0]) == (
+        "Abstract: Background of 12377809.\nResults.\nQuestion: Is the test set kept?\nAnswer:"
+    )

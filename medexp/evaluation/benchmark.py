@@ -21,6 +21,9 @@ from medexp.config import UserError
 
 log = logging.getLogger("medexp.benchmark")
 INSTALL = 'pip install -e ".[bench]"'
+# medexp's own task definitions, searched after lm-eval's so that they win: pubmedqa (lm-eval's reads a dataset
+# loading script that datasets >= 4 refuses).
+TASKS_DIR = Path(__file__).resolve().parents[1] / "assets" / "bench"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_\-./ ]")  # what MLflow allows in a metric name
 
 
@@ -38,8 +41,10 @@ def task_manager(include_path: str | None) -> Any:
             f"include_path={include_path!r} is not a directory. Give a folder holding lm-eval task YAML files "
             "(each with task:, dataset_path:, doc_to_text:, ...), or include_path=null for lm-eval's own tasks."
         )
-    path = None if include_path is None else str(Path(include_path).expanduser().resolve())
-    return TaskManager(include_path=path)
+    paths = [str(TASKS_DIR)]
+    if include_path is not None:
+        paths.append(str(Path(include_path).expanduser().resolve()))
+    return TaskManager(include_path=paths)
 
 
 def check_tasks(tasks: list[str], manager: Any) -> None:
