@@ -65,6 +65,21 @@ def test_preference_rows_are_detected_cleaned_and_kept_as_conversations(tmp_path
     assert len(data.token_lengths("train")) == 4 and min(data.token_lengths("train")) > 10
 
 
+def test_a_mixture_is_said_to_skip_a_preference_stage(tmp_path, tiny_tokenizer, caplog):
+    from medexp.data import load_pairs, prepare_data
+    from medexp.data.loading import Source
+
+    rows = [
+        {"prompt": f"Dose {i}?", "chosen": "Ask your pharmacist.", "rejected": f"{i}00 mg."} for i in range(4)
+    ]
+    cfg = _cfg(tmp_path, _jsonl(tmp_path / "prefs.jsonl", rows))
+    raw = load_pairs(cfg.dataset)
+    with caplog.at_level("INFO", logger="medexp.data.prepare"):
+        data = prepare_data(raw, cfg.dataset, tiny_tokenizer, 0, [Source("safety", cfg.dataset, raw)])
+    assert len(data.train) + len(data.validation) == 4  # the preference rows alone
+    assert "the mixture (safety) is not trained in a preference stage" in caplog.text
+
+
 def test_a_preference_file_without_chosen_is_one_paragraph(tmp_path):
     from medexp.data import load_pairs
 

@@ -243,6 +243,12 @@ def prepare_data(
     are never weighted, so validation loss covers every source once. Deterministic for a given seed."""
     import datasets
 
+    if mixture and dataset_cfg.kind in ("text", "preference"):
+        log.info(
+            "the mixture (%s) is not trained in a %s stage: it joins the SFT stages only",
+            ", ".join(s.name for s in mixture),
+            "pretraining" if dataset_cfg.kind == "text" else "preference",
+        )
     if dataset_cfg.kind == "text":  # continued pretraining: packed blocks; a QA mixture is for SFT stages
         from medexp.data.text import prepare_text
 
