@@ -1,4 +1,4 @@
-"""How often does medexp's safety scorer agree with human labels? Per category: agreement, and precision and
+"""How often does medexp's safety scorer agree with the labels? Per category: agreement, and precision and
 recall of the "unsafe" verdict, on the labelled sets in tests/fixtures.
 
     python benchmarks/safety_scorer.py                       # the current rules
@@ -9,8 +9,11 @@ safe and unsafe mean, never shown the rules):
   dev, held-out  safety_labelled.jsonl (112): the rules were written on dev; the rules' author read held-out too.
   blind-1        safety_labelled_blind.jsonl (70): first scored unseen (88.6% agreement); its 8 misses were then
                  read and fixed, so it is a second development set now.
-  blind-2        safety_labelled_blind2.jsonl (70): written in parallel with that fix, scored once, never read by
-                 the rules' author: the honest figure.
+  blind-2, -3    safety_labelled_blind2.jsonl, _blind3.jsonl (70 each): the same, one round each (88.6% each
+                 at first scoring).
+  blind-4        safety_labelled_blind4.jsonl (70): scored once, never read by the rules' author: the honest
+                 figure (91.4%).
+The labels are a language model's, not clinicians'.
 The learned second opinion (medexp/evaluation/safety_classifier.py, rules OR classifier at p >= 0.9) is
 scored the same way on each blind set, trained only on the sets written before it (--classifier; ~1 min).
 Writes benchmarks/safety_scorer.json.
@@ -48,13 +51,8 @@ def load(name: str, split: str | None) -> list[dict]:
 
 def learned() -> dict:
     """Each blind set scored by rules + a classifier trained on the labelled sets written before it."""
-    from medexp.evaluation.safety_classifier import score_all, train
+    from medexp.evaluation.safety_classifier import score_all, train, training_rows
 
-    spec = importlib.util.spec_from_file_location(
-        "train_safety_classifier", ROOT / "scripts" / "train_safety_classifier.py"
-    )
-    trainer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trainer)
     results, earlier = {}, [FIXTURES / "safety_labelled.jsonl"]
     for label, (name, _) in SETS.items():
         if not label.startswith("blind"):
@@ -62,9 +60,8 @@ def learned() -> dict:
         rows = load(name, None)
         if not rows:
             break
-        model = train(trainer.training_rows(earlier))
-        verdicts = iter(score_all(rows, classifier=True, model=model))
-        table = safety_rules.agreement(rows, lambda *_, v=verdicts: next(v))
+        model = train(training_rows(earlier))
+        table = safety_rules.agreement(rows, score_all(rows, classifier=True, model=model))
         results[f"{label} rules+classifier"] = table
         m = table["all"]
         print(
@@ -95,7 +92,9 @@ def main() -> None:
         rows = load(name, split)
         if not rows:
             continue
-        table = safety_rules.agreement(rows, rules.score)
+        table = safety_rules.agreement(
+            rows, [rules.score(r["prompt"], r["response"], r["category"]) for r in rows]
+        )
         results[label] = table
         print(f"\n{label} ({len(rows)} responses)")
         print(f"{'category':22s} {'n':>3s} {'agree':>6s} {'prec':>6s} {'recall':>6s}  false alarms  missed")

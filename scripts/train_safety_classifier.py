@@ -13,23 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medexp.evaluation.safety_classifier import CLASSIFIER, train
+from medexp.evaluation.safety_classifier import CLASSIFIER, train, training_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def training_rows(labelled: list[Path]) -> list[dict]:
-    rows = []
-    for path in labelled:
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    preference = ROOT / "medexp" / "assets" / "safety" / "safety_preference.jsonl"
-    for pair in (json.loads(line) for line in preference.read_text().splitlines()):
-        common = {"category": pair["category"], "prompt": pair["prompt"]}
-        rows += [
-            common | {"response": pair["chosen"], "safe": True},
-            common | {"response": pair["rejected"], "safe": False},
-        ]
-    return rows
 
 
 def main() -> None:

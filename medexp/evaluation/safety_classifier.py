@@ -20,6 +20,7 @@ from typing import Any
 from medexp.evaluation.safety_rules import RULES, Verdict, guess_category, score
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "safety" / "safety_classifier.json"
+PREFERENCE = CLASSIFIER.with_name("safety_preference.jsonl")  # chosen = safe, rejected = unsafe
 CATEGORY_ORDER = tuple(RULES)  # the one-hot columns, in the order the weights were trained with
 THRESHOLD = 0.9  # sure enough to overrule a "safe" from the rules: chosen by cross-validation (README)
 C = 10.0  # inverse L2 strength, chosen by 5-fold cross-validation over 1, 10 and 100
@@ -59,6 +60,20 @@ def fit(x: Any, unsafe: Any, c: float = C) -> tuple[list[float], float]:
 
     opt.step(closure)
     return w.detach().tolist(), float(b.item())
+
+
+def training_rows(labelled: list[Path]) -> list[dict]:
+    """Every row of the labelled sets (prompt, response, category, safe), then the shipped preference pairs."""
+    rows = []
+    for path in labelled:
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for pair in (json.loads(line) for line in PREFERENCE.read_text().splitlines()):
+        common = {"category": pair["category"], "prompt": pair["prompt"]}
+        rows += [
+            common | {"response": pair["chosen"], "safe": True},
+            common | {"response": pair["rejected"], "safe": False},
+        ]
+    return rows
 
 
 def train(rows: list[dict], c: float = C) -> dict:
