@@ -185,6 +185,8 @@ def test_a_directory_without_a_run_gets_a_new_run(trained, tmp_path):
         (["tasks=[]"], "tasks is empty"),
         (["include_path=/no/such/folder"], "include_path='/no/such/folder' is not a directory"),
         (["limit=0"], "limit must be a whole number >= 1 (got 0)"),
+        (["num_fewshot=-1"], "num_fewshot must be a whole number >= 0 (got -1)"),
+        (["chat_template=perhaps"], "chat_template"),
     ],
 )
 def test_bad_benchmark_settings_fail_in_one_paragraph_before_loading_a_model(tmp_path, args, message):
