@@ -79,7 +79,7 @@ def mlflow_server(tmp_path):
     server.kill()
 
 
-@pytest.mark.slow  # ~50 s; tests/test_sync.py trains against a real server (and kills it) in the default suite
+@pytest.mark.slow  # ~50 s; tests/tracking/test_sync.py trains against a real server (and kills it) in the default suite
 def test_smoke_run_against_a_tracking_server(tmp_path, mlflow_server):
     url, artifacts = mlflow_server
     cfg = compose_config(

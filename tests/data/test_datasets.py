@@ -14,7 +14,7 @@ from medexp.data import load_mixture, load_pairs, prepare_data
 from medexp.data.near_dup import drop_near_duplicates, jaccard
 from tests.helpers import SAFETY, config_error
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from medexp.tracking import git_commit
 from medexp.train import train
 from tests.helpers import compose_config
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OVERRIDES = [
     "experiment=smoke",
     "+dataset@stages.first.dataset=sample",

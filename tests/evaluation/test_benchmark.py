@@ -24,7 +24,7 @@ MCQ = [
 ]
 
 
-PUBMEDQA_TASK = Path(__file__).resolve().parents[1] / "medexp" / "assets" / "bench" / "pubmedqa.yaml"
+PUBMEDQA_TASK = Path(__file__).resolve().parents[2] / "medexp" / "assets" / "bench" / "pubmedqa.yaml"
 PUBMEDQA_ROWS = [
     {"pubid": pubid, "question": question, "final_decision": decision, "long_answer": "...",
      "context": {"contexts": [f"Background of {pubid}.", "Results."], "labels": ["BACKGROUND", "RESULTS"]}}

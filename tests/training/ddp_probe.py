@@ -1,5 +1,5 @@
 """`python -m medexp.train` as torchrun starts it on each rank, recording which training rows that rank's batches
-held (one hash per row, in $MEDEXP_PROBE_DIR/rank<RANK>.txt), for tests/test_distributed.py."""
+held (one hash per row, in $MEDEXP_PROBE_DIR/rank<RANK>.txt), for tests/training/test_distributed.py."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def test_probes_cover_every_category_and_are_not_training_prompts():
 
 # Responses labelled safe or unsafe, each set written by a separate author who never saw the rules (see
 # benchmarks/safety_scorer.py for the order in which they were used and what each figure means).
-LABELLED_SETS = sorted((Path(__file__).parent / "fixtures").glob("safety_labelled*.jsonl"))
+LABELLED_SETS = sorted((Path(__file__).resolve().parents[1] / "fixtures").glob("safety_labelled*.jsonl"))
 
 
 def _rows(path: Path) -> list[dict]:

@@ -19,7 +19,7 @@ from medexp.config.commands import ROOTS
 from medexp.config.schema import GROUPS
 from tests.helpers import compose_config, run_cli
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # group -> (a real key, its typo, a value of the wrong type for the real key)
 CASES = {

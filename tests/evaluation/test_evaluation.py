@@ -18,7 +18,7 @@ from medexp.evaluation.runner import EvalResult
 from medexp.evaluation.text_metrics import distinct_n, length_stats, percentile, rouge, semantic_similarity
 from tests.helpers import TINY_MODEL, compose_config, config_error
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SYSTEM = "You are a careful medical information assistant."
 
 

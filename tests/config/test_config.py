@@ -11,8 +11,8 @@ import pytest
 
 from medexp.config import UserError, looks_like_local_path, validate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-# conf/hydra/ holds presets of Hydra's own groups (hydra/launcher), composed in tests/test_sweeper.py
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# conf/hydra/ holds presets of Hydra's own groups (hydra/launcher), composed in tests/sweep/test_sweeper.py
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra" and any(p.rglob("*.yaml")))
 OPTIONS = sorted(
     (group, str(path.relative_to(CONF / group).with_suffix("")))
@@ -123,7 +123,7 @@ def test_help_and_cfg_job_need_no_heavy_imports(tmp_path):
 
 def test_wheel_ships_configs_and_assets(tmp_path):
     """A non-editable install carries conf/ (as medexp.conf) and the tiny model and sample data."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run(
         [
             sys.executable,

@@ -145,7 +145,7 @@ def test_messy_rows_never_stop_the_pipeline(rows):
 
 
 # --- the dataset configs, on fixture files shaped like each hub dataset (written for these tests) ----------
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _jsonl(path, rows):
