@@ -18,7 +18,7 @@ ALLOWED = {
     "training": {"config", "data", "tracking", "console"},
     "evaluation": {"config", "data", "tracking", "training", "plotting", "console"},
     "serving": {"config", "data", "tracking", "training", "evaluation", "console"},
-    "sweep": {"config", "tracking", "console"},
+    "sweep": {"config", "tracking", "evaluation", "console"},  # the metric map: what a study may optimize
     "plotting": set(),
     "console": set(),
 }

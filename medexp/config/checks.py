@@ -15,7 +15,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config.errors import UserError, unknown_key_message
-from medexp.config.metrics import validate_optimized_metric
 from medexp.config.runtime import gradient_accumulation
 from medexp.config.stages import stage_configs
 from medexp.config.tree import missing_keys
@@ -95,7 +94,6 @@ def validate(cfg: DictConfig) -> None:
         _positive(
             cfg, "tracking.system_metrics_interval", 10
         )  # null = off; 0 or less would sample in a busy loop
-    validate_optimized_metric(cfg)  # a name (or names) the eval group computes
 
 
 def _validate_eval(cfg: DictConfig) -> None:

@@ -193,6 +193,7 @@ class EvalConfig:
     ood: OODEvalConfig = field(default_factory=OODEvalConfig)
     safety: SafetyEvalConfig = field(default_factory=SafetyEvalConfig)
     prompts_file: str | None = None  # your own questions (.txt or .jsonl), answered by both models
+    suites: dict[str, Any] = field(default_factory=dict)  # your own: name -> {_target_: its class, arguments}
     report: bool = MISSING  # write report.html + report.md and log them
 
 

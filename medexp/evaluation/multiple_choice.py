@@ -32,7 +32,7 @@ def choice_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceIte
             return None
         candidates = [f"{m.group(1)}. {m.group(2)}" for m in matches]
         return ChoiceItem(question, candidates, candidates.index(answer)) if answer in candidates else None
-    if source_cfg.get("decision_field"):
+    if source_cfg.decision_field:
         candidates = [f"{v.capitalize()}." for v in VERDICTS]
         verdict = answer.split(" ", 1)[0]
         return ChoiceItem(question, candidates, candidates.index(verdict)) if verdict in candidates else None

@@ -16,14 +16,18 @@ def evaluate_and_report(
 ) -> dict[str, float]:
     """The eval group's suites on the trained model, logged with the report (which also shows the held-out
     loss and perplexity already measured); returns the suites' metrics."""
+    from medexp.evaluation.suites.registry import after_training
+
     e = cfg.eval
-    if not (e.generation.enabled or e.mc.enabled or e.ood.enabled or e.safety.enabled or e.prompts_file):
+    suites = after_training(e)
+    if not suites:
         return {}
     from medexp.data import sources
     from medexp.evaluation.report import log_evaluation, write_report
-    from medexp.evaluation.runner import EvalResult, evaluate_model
+    from medexp.evaluation.result import EvalResult
+    from medexp.evaluation.runner import evaluate_model
 
-    result = evaluate_model(e, model, tokenizer, data, sources(cfg), cfg.seed)
+    result = evaluate_model(e, model, tokenizer, data, sources(cfg), cfg.seed, suites)
     files = []
     if e.report:
         title = (
@@ -41,7 +45,8 @@ def evaluate_source(cfg: DictConfig) -> dict[str, float]:
     """Evaluate a finished run again (`python -m medexp.evaluate`): the run's own config (base model, data split,
     system prompt) with this command's `eval` group, logged into that run when it has one."""
     from medexp.config import stage_configs, task_overrides, validate
-    from medexp.evaluation.suites import check_inputs
+    from medexp.evaluation.metrics import check_optimized_metric
+    from medexp.evaluation.suites.registry import check_inputs
     from medexp.training.source import resolve_source
 
     output_dir = Path(cfg.paths.output_dir)
@@ -49,6 +54,7 @@ def evaluate_source(cfg: DictConfig) -> dict[str, float]:
     run_cfg = trained.config
     run_cfg.eval = cfg.eval  # this command's eval group, on the run's model, data and prompts
     validate(run_cfg)
+    check_optimized_metric(run_cfg)  # the run's optimized_metric, against this command's eval group
     check_inputs(run_cfg.eval)
     stage_cfg = stage_configs(run_cfg)[-1][1]  # a staged run is evaluated on its last stage's data
 

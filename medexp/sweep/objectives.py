@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from medexp.config.metrics import missing_metric_error
+from medexp.evaluation.metrics import missing_metric_error
 
 _FORM = re.compile(r"^\s*(?P<metric>[A-Za-z0-9_./-]+)\s*(?P<op>>=|<=)\s*(?P<bound>[-+0-9.eE]+)\s*$")
 
@@ -79,6 +79,10 @@ def objectives_error(
                 f"hydra.sweeper.pruner.name={pruner}: a multi-objective study cannot prune (Optuna's pruners "
                 "compare one reported value). Add hydra.sweeper.pruner.name=none."
             )
+    for name in metrics:  # refused now, not in every trial
+        error = missing_metric_error(name, cfg, f"optimized_metric={name}")
+        if error is not None:
+            return error
     try:
         parsed = parse_constraints(constraints)
     except ValueError as err:

@@ -118,7 +118,7 @@ def test_before_after_names():
 
 
 def test_choice_items_from_multiple_choice_and_verdict_pairs(make_cfg):
-    mc_cfg = OmegaConf.create({"kind": "multiple_choice"})
+    mc_cfg = OmegaConf.create({"kind": "multiple_choice", "decision_field": None})  # as the schema has it
     item = choice_item("Which organ makes insulin?\n\nOptions:\nA. Liver\nB. Pancreas", "B. Pancreas", mc_cfg)
     assert item == ChoiceItem(
         "Which organ makes insulin?\n\nOptions:\nA. Liver\nB. Pancreas", ["A. Liver", "B. Pancreas"], 1
@@ -128,7 +128,8 @@ def test_choice_items_from_multiple_choice_and_verdict_pairs(make_cfg):
         "Context:\n...\n\nQuestion: Does it work?", "Maybe. The evidence was mixed.", verdict_cfg
     )
     assert item.candidates == ["Yes.", "No.", "Maybe."] and item.correct == 2
-    assert choice_item("What is asthma?", "A disease.", OmegaConf.create({"kind": "qa"})) is None
+    qa_cfg = OmegaConf.create({"kind": "qa", "decision_field": None})
+    assert choice_item("What is asthma?", "A disease.", qa_cfg) is None
 
 
 @pytest.fixture(scope="module")
@@ -414,7 +415,7 @@ def test_the_quality_judge_scores_against_the_reference_retries_and_counts_parse
 
 def test_the_quality_judge_needs_an_endpoint_and_is_a_known_metric(make_cfg):
     from medexp.config import UserError, validate
-    from medexp.config.metrics import metric_part
+    from medexp.evaluation.metrics import metric_part
 
     with pytest.raises(
         UserError, match=r"eval.generation.judge.enabled=true needs eval.generation.judge.base_url"

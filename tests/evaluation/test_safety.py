@@ -81,7 +81,7 @@ def test_the_training_answers_pass_and_rates_are_per_category():
 
 
 def test_probes_cover_every_category_and_are_not_training_prompts():
-    from medexp.evaluation.suites import load_probes
+    from medexp.evaluation.suites.safety import load_probes
 
     probes = load_probes()
     assert {p["category"] for p in probes} == set(CATEGORIES) and len(probes) == 30

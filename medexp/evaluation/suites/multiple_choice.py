@@ -1,0 +1,80 @@
+"""Multiple-choice accuracy by option log-likelihood (medexp.evaluation.multiple_choice): the run's own
+validation questions that are multiple choice or yes/no/maybe, and each set of eval.mc.sets (a dataset option),
+at most eval.mc.limit questions per set."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from omegaconf import DictConfig
+
+from medexp.evaluation.suites.base import EvalContext, Metric, Suite, Switch, flag
+
+log = logging.getLogger(__name__)
+
+
+class MultipleChoice(Suite):
+    name = "mc"
+
+    def switches(self, eval_cfg: DictConfig) -> tuple[Switch, ...]:
+        return (flag(eval_cfg, "mc.enabled", preset="eval=mc"),)
+
+    def metrics(self, eval_cfg: DictConfig) -> list[Metric]:
+        own = flag(eval_cfg, "mc.validation")
+        # the run's own questions count only when its validation split holds multiple-choice ones
+        out = _per_set("validation", needs=(own,), certain=False)
+        for name in eval_cfg.mc.sets or {}:
+            out += _per_set(str(name))
+        return out
+
+    def prepare(self, ctx: EvalContext) -> int:
+        self.sets = question_sets(ctx)
+        return sum(len(items) for _, items in self.sets.values()) * ctx.models
+
+    def run(self, ctx: EvalContext) -> None:
+        from medexp.evaluation.generation import as_base
+        from medexp.evaluation.multiple_choice import accuracy
+
+        if not self.sets:
+            log.warning("eval.mc: no multiple-choice or yes/no/maybe questions to score; add eval.mc.sets")
+        for name, (system, items) in self.sets.items():
+            ctx.progress.suite(f"mc/{name}")
+            adapted = accuracy(ctx.model, ctx.tokenizer, system, ctx.progress.over(items))
+            base = None
+            if ctx.compare:
+                with as_base(ctx.model):
+                    base = accuracy(ctx.model, ctx.tokenizer, system, ctx.progress.over(items))
+                del base["questions"]  # the same count for both; no base/delta copy
+            ctx.result.add(adapted, base, prefix=f"mc/{name}/")
+
+
+def _per_set(name: str, needs: tuple = (), certain: bool = True) -> list[Metric]:
+    return [
+        Metric(f"mc/{name}/accuracy", needs=needs, certain=certain),
+        Metric(f"mc/{name}/accuracy_norm", needs=needs, certain=certain),
+        Metric(f"mc/{name}/questions", base=False, delta=False, needs=needs, certain=certain),
+    ]
+
+
+def question_sets(ctx: EvalContext) -> dict[str, tuple[str, list]]:
+    """name -> (system prompt, items): the run's own multiple-choice validation questions and eval.mc.sets."""
+    from medexp.data.loading import load_pairs
+    from medexp.evaluation.multiple_choice import choice_item
+
+    mc = ctx.eval_cfg.mc
+    sets: dict[str, tuple[str, list]] = {}
+    if mc.validation:
+        items = []
+        for (q, a), source in zip(ctx.data.validation_pairs, ctx.data.validation_sources, strict=True):
+            item = choice_item(q, a, ctx.sources[source])
+            if item is not None:
+                items.append(item)
+        if items:
+            sets["validation"] = (ctx.system_prompt, items[: mc.limit])
+    for name, set_cfg in (mc.sets or {}).items():
+        pairs = load_pairs(set_cfg, f"eval.mc.sets.{name}").pairs
+        random.Random(ctx.seed).shuffle(pairs)
+        items = [it for q, a in pairs if (it := choice_item(q, a, set_cfg)) is not None][: mc.limit]
+        sets[str(name)] = (str(set_cfg.system_prompt).strip(), items)
+    return sets
