@@ -14,6 +14,7 @@ join the metric map, so `optimized_metric` and `hydra.sweeper.constraints` may n
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -66,9 +67,9 @@ def _build(name: str, node: Any) -> Any:
         suite = instantiate(node, _convert_="all")
     except Exception as err:  # cannot be imported, or its constructor failed: the user's code, reported as is
         raise UserError(
-            f"{key}._target_={node._target_!r} could not be instantiated: {_root_cause(err)}. Give the dotted path "
-            f"of a class (or a function returning a suite) importable in this Python environment, e.g. {example}, "
-            f"with its constructor's arguments as {key}.<argument>=<value>."
+            f"{key}._target_={node._target_!r} could not be instantiated: {_why(str(node._target_), err)}. Give "
+            "the dotted path of a class (or a function returning a suite) importable in this Python environment, "
+            f"e.g. {example}, with its constructor's arguments as {key}.<argument>=<value>."
         ) from err
     lacking = [m for m in ("metrics", "run") if not callable(getattr(suite, m, None))]
     if lacking:
@@ -80,8 +81,20 @@ def _build(name: str, node: Any) -> Any:
     return suite
 
 
-def _root_cause(err: BaseException) -> str:
-    """The innermost error of a chain (Hydra wraps the import or constructor error), on one line."""
+def _why(target: str, err: BaseException) -> str:
+    """What went wrong, on one line: the attribute the longest importable prefix of `target` lacks, or else the
+    innermost error of the chain Hydra raised (the import or the constructor's own error)."""
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except Exception:  # noqa: BLE001 - not importable at this length: try a shorter prefix
+            continue
+        for j in range(i, len(parts)):
+            if not hasattr(obj, parts[j]):
+                return f"{'.'.join(parts[:j])} has no {parts[j]!r}"
+            obj = getattr(obj, parts[j])
+        break
     while err.__cause__ is not None:
         err = err.__cause__
     return f"{type(err).__name__}: {' '.join(str(err).split())}"
