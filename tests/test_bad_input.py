@@ -162,6 +162,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("safety", ["binary.jsonl"], "binary.jsonl"),
     ("safety", ["a_folder.jsonl"], "a_folder.jsonl"),
     ("safety", [], "one argument"),
+    # --- a user's own evaluation suite, and a study's optimized metric ------------------------------------------
+    ("train", [*T, "+eval.suites.mine._target_=no_such_module.MySuite"], "no_such_module"),
+    ("train", ["--multirun", "hparams_search=lora_optuna", *T, "optimized_metric=eval/made_up"], "eval/made_up"),
 ]  # fmt: skip
 
 
