@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from markdown_text import ABSENT, BELOW, anchor, cell, code, description, grouped, prose, show
-from schema_source import Klass, Source, load_options, strip_optional
+from schema_source import Klass, Source, load_options, unwrap
 
 PAGE = "reference/configuration.md"
 SCHEMA, COMMANDS, SWEEPER = "medexp.config.schema", "medexp.config.commands", "medexp.sweep.schema"
@@ -52,16 +52,16 @@ def rows(
     for f in source.fields(klass):
         key = prefix + f.name
         values = {o: d.get(f.name, ABSENT) if isinstance(d, dict) else ABSENT for o, d in data.items()}
-        inner, nested = strip_optional(f.annotation), source.dataclass_of(f)
+        (inner, optional), nested = unwrap(f.annotation), source.dataclass_of(f)
         if nested is not None and nested.name in groups:
             group = groups[nested.name]
             out.append(
                 Row(key, f"[`{group}`](#{group}) group", f.help or f"an option of conf/{group}/", values)
             )
         elif nested is not None:
-            if f.help or inner is not f.annotation:
+            if f.help or optional:
                 shown = {o: v if v is None else BELOW for o, v in values.items()}  # null, or its keys below
-                kind = code(nested.name) + (" or `null`" if inner is not f.annotation else "")
+                kind = code(nested.name) + (" or `null`" if optional else "")
                 out.append(Row(key, kind, f.help or nested.doc, shown))
             out += rows(source, nested, key + ".", values, groups)
         elif (mapped := mapping(source, f.module, inner)) is not None:
@@ -75,9 +75,8 @@ def rows(
         else:
             enum = source.lookup(f.module, ast.unparse(inner).split(".")[-1]) if is_name(inner) else None
             enum = enum if enum is not None and enum.is_enum else None
-            optional = " or `null`" if inner is not f.annotation else ""
             kind = " · ".join(code(v) for v, _ in enum.members.values()) if enum else code(ast.unparse(inner))
-            out.append(Row(key, kind + optional, f.help, values, enum))
+            out.append(Row(key, kind + (" or `null`" if optional else ""), f.help, values, enum))
     return out
 
 
@@ -138,15 +137,21 @@ def group_sections(source: Source, root: Path) -> tuple[list[Section], dict[str,
 
 def root_defaults(path: Path) -> dict[str, str]:
     """The group options a root config's defaults list picks."""
-    entries = (yaml.safe_load(path.read_text()) or {}).get("defaults", [])
+    entries = read_yaml(path).get("defaults", [])
     return {k: str(v) for e in entries if isinstance(e, dict) for k, v in e.items() if "/" not in k}
+
+
+def read_yaml(path: Path) -> dict:
+    """A root config's keys; none for a command whose root config is not written yet."""
+    data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return data if isinstance(data, dict) else {}
 
 
 def root_sections(source: Source, root: Path, by_class: dict[str, str]) -> list[Section]:
     sections = []
     for command, klass in source.registry(COMMANDS, "ROOTS").items():
         path = root / "conf" / f"{command}.yaml"
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path)
         data.update(root_defaults(path))  # a group's row shows the option the command starts from
         value = {f"conf/{command}.yaml": source.effective(klass, data)}
         intro = f"The top-level keys of `python -m medexp.{command}` (`conf/{command}.yaml`): `key=value` overrides one."

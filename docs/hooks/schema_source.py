@@ -199,7 +199,7 @@ class Source:
 
     def dataclass_of(self, f: Field) -> Klass | None:
         """The dataclass a field holds (`X` or `X | None`), or None for anything else."""
-        inner = strip_optional(f.annotation)
+        inner, _ = unwrap(f.annotation)
         if isinstance(inner, ast.Name | ast.Attribute):
             klass = self.lookup(f.module, ast.unparse(inner).split(".")[-1])
             if klass is not None and not klass.is_enum:
@@ -217,21 +217,17 @@ class Source:
         return out
 
 
-def strip_optional(annotation: ast.expr) -> ast.expr:
-    """`X | None` and `Optional[X]` -> `X`."""
+def unwrap(annotation: ast.expr) -> tuple[ast.expr, bool]:
+    """`X | None` and `Optional[X]` -> (`X`, True); `X` -> (`X`, False); a quoted annotation is parsed first."""
     if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
         annotation = ast.parse(annotation.value, mode="eval").body
     if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
         sides = [annotation.left, annotation.right]
         kept = [side for side in sides if not (isinstance(side, ast.Constant) and side.value is None)]
-        return kept[0] if len(kept) == 1 else annotation
+        return (kept[0], True) if len(kept) == 1 else (annotation, False)
     if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value).endswith("Optional"):
-        return annotation.slice
-    return annotation
-
-
-def is_optional(annotation: ast.expr) -> bool:
-    return strip_optional(annotation) is not annotation
+        return annotation.slice, True
+    return annotation, False
 
 
 def load_options(folder: Path, own_schema: str = "schema") -> dict[str, dict]:
