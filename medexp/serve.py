@@ -17,22 +17,16 @@ from medexp.config import command
 
 @command("serve")
 def main(cfg: DictConfig) -> None:
-    from medexp.serving.app import check_settings, create_app
+    from medexp.config.rules import check_tree
+    from medexp.serving.app import create_app
     from medexp.serving.assistant import load_assistant
 
-    check_settings(cfg)
-    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"medexp: warning: serving on {cfg.host}, reachable from other machines; there is no authentication.",
-            file=sys.stderr,
-        )
+    check_tree(cfg)  # the port and the limits (ServeConfig, ServeLimits), before the model is loaded
     assistant = load_assistant(cfg)
     import uvicorn
 
     print(f"medexp: serving {assistant.name} on http://{cfg.host}:{cfg.port}/v1", file=sys.stderr, flush=True)
-    uvicorn.run(
-        create_app(assistant, cfg.limits), host=str(cfg.host), port=int(cfg.port), log_level="warning"
-    )
+    uvicorn.run(create_app(assistant, cfg.limits), host=cfg.host, port=cfg.port, log_level="warning")
 
 
 if __name__ == "__main__":

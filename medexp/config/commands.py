@@ -4,11 +4,16 @@ medexp/config/schema.py for how they are used."""
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
 from medexp.config.choices import Precision
+from medexp.config.errors import UserError
+from medexp.config.rules import Rule, Rules, dotted
 from medexp.config.schema import GROUPS, EvalConfig, PathsConfig, TrackingConfig, TrainConfig
 
 
@@ -60,24 +65,88 @@ class ChatConfig(SourceCommandConfig):
     model_name: str | None = None  # the name shown; null = medexp-<run id>
 
 
+def _count(name: str, least: int, meaning: str) -> Rule:
+    """`name` >= least (1 or 0), worded for a limit of the server: what it bounds, with an example."""
+
+    def rule(node: Any, key: str) -> str | None:
+        value = node[name]
+        if value >= least:
+            return None
+        kind = "a positive whole number" if least else "a whole number, 0 or more"
+        return f"{dotted(key, name)} must be {kind}, got {value!r}: {meaning}."
+
+    return rule
+
+
+def _seconds(name: str, meaning: str) -> Rule:
+    """`name` is a finite number of seconds above 0."""
+
+    def rule(node: Any, key: str) -> str | None:
+        value = node[name]
+        if 0 < value < math.inf:
+            return None
+        return f"{dotted(key, name)} must be a positive number of seconds, got {value!r}: {meaning}."
+
+    return rule
+
+
+def _port(node: Any, key: str) -> str | None:
+    if 1 <= node.port <= 65535:
+        return None
+    name = dotted(key, "port")
+    return f"{name} must be a whole number from 1 to 65535, got {node.port!r}. For example: {name}=8000."
+
+
 @dataclass
 class ServeLimits:
     max_tokens: int = MISSING  # the most tokens one request may ask for
-    default_max_tokens: int = MISSING  # when a request gives no max_tokens
+    default_max_tokens: int = MISSING  # when a request gives no max_tokens; at most max_tokens
     max_message_chars: int = MISSING  # total characters over all messages of a request
     max_body_bytes: int = MISSING  # the largest request body read, in bytes; more is a 413 before any parsing
     max_concurrent: int = MISSING  # requests generating at once
     max_queue: int = MISSING  # requests allowed to wait for a generation slot (0 or more); more get a 503
     queue_timeout_s: float = MISSING  # the longest a request waits for a slot before a 503 with Retry-After
 
+    RULES: ClassVar[Rules] = (
+        _count("max_tokens", 1, "the most tokens one request may ask for, e.g. 1024"),
+        _count("default_max_tokens", 1, "the tokens a request without max_tokens gets, e.g. 256"),
+        _count("max_message_chars", 1, "the most characters over all messages of a request, e.g. 16000"),
+        _count("max_body_bytes", 1, "the largest request body read, in bytes, e.g. 262144"),
+        _count("max_concurrent", 1, "how many requests generate at once, e.g. 1"),
+        _count("max_queue", 0, "how many requests may wait for a generation slot (0: none wait), e.g. 16"),
+        _seconds(
+            "queue_timeout_s",
+            "how long a request may wait for a generation slot before it gets a 503 with Retry-After. For example: 60",
+        ),
+    )
+
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        if node.default_max_tokens > node.max_tokens:
+            raise UserError(
+                f"{dotted(key, 'default_max_tokens')}={node.default_max_tokens} is over {dotted(key, 'max_tokens')}="
+                f"{node.max_tokens}: a request without max_tokens would ask for more than the cap."
+            )
+
 
 @dataclass
 class ServeConfig(SourceCommandConfig):
-    host: str = MISSING  # the address to bind
+    host: str = MISSING  # the address to bind; any but loopback is warned about (there is no authentication)
     port: int = MISSING  # the TCP port to listen on, 1-65535
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
     model_name: str | None = None  # the id /v1/models reports; null = medexp-<run id>
     limits: ServeLimits = field(default_factory=ServeLimits)
+
+    RULES: ClassVar[Rules] = (_port,)
+
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        """Policy, not a refusal: the server has no authentication, so binding beyond loopback is warned about."""
+        if node.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"medexp: warning: serving on {node.host}, reachable from other machines; there is no authentication.",
+                file=sys.stderr,
+            )
 
 
 @dataclass

@@ -84,10 +84,10 @@ def between(
     return rule
 
 
-def check_tree(cfg: DictConfig) -> None:
-    """Run every declared RULES entry and `check` method in the composed config, depth first; the first
-    problem raises UserError."""
-    _check_node(cfg, "", cfg)
+def check_tree(cfg: DictConfig, key: str = "", root: DictConfig | None = None) -> None:
+    """Run every declared RULES entry and `check` method in `cfg` (a composed config, or one node of it at the
+    dotted `key` of `root`), depth first; the first problem raises UserError."""
+    _check_node(cfg, f"{key}." if key else "", cfg if root is None else root)
 
 
 def _check_node(node: Any, key: str, root: DictConfig) -> None:

@@ -146,7 +146,7 @@ def load_assistant(cfg: DictConfig) -> Assistant:
     if torch.cuda.is_available() and trained.config.lora.quantization is None:
         model = model.to("cuda")
     system_prompt = str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
-    name = cfg.get("model_name") or f"medexp-{trained.run_id or trained.adapter_dir.parent.name}"
+    name = cfg.model_name or f"medexp-{trained.run_id or trained.adapter_dir.parent.name}"
     return Assistant(model, tokenizer, system_prompt, str(name))
 
 

@@ -57,30 +57,18 @@ def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_
     """README.md: base model, data, hyperparameters, metrics, safety results, intended use and license."""
     from medexp.config import stage_configs
 
-    datasets = [s.dataset for _, s in stage_configs(config)] + list((config.get("mixture") or {}).values())
-    lora, trainer = config.lora, config.trainer
-    data_lines = [
-        f"- `{d.path or d.name}`" + (f" (subset `{d.subset}`)" if d.get("subset") else "")
-        + f": license {d.get('license') or 'not stated'}" + (f", weight {d.weight:g}" if len(datasets) > 1 else "")
-        for d in datasets
-    ]  # fmt: skip
-    from medexp.evaluation.report import markdown_rows, metric_table
-
-    table = metric_table({k: v for k, v in metrics.items() if "safety" not in k})
-    safety = metric_table({k: v for k, v in metrics.items() if "safety" in k})
-    licenses = sorted(
-        {str(config.model.get("license") or "unknown")}
-        | {str(d.get("license") or "unknown") for d in datasets}
-    )
+    datasets = [s.dataset for _, s in stage_configs(config)] + list(config.mixture.values())
+    model = config.model
+    licenses = sorted({str(model.license or "unknown")} | {str(d.license or "unknown") for d in datasets})
     lines = [
         "---",
-        f"base_model: {config.model.name_or_path}",
-        f"license: {config.model.get('license') or 'other'}",
+        f"base_model: {model.name_or_path}",
+        f"license: {model.license or 'other'}",
         "library_name: " + ("transformers" if merged else "peft"),
         "tags: [medexp, lora, medical, question-answering]",
         "---",
         "",
-        f"# {Path(str(config.model.name_or_path)).name} + LoRA, fine-tuned with medexp",
+        f"# {Path(str(model.name_or_path)).name} + LoRA, fine-tuned with medexp",
         "",
         "## Intended use",
         "",
@@ -90,11 +78,11 @@ def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_
         "",
         "## Base model",
         "",
-        f"`{config.model.name_or_path}`" + (f" (revision `{config.model.revision}`)" if config.model.get("revision") else ""),
+        f"`{model.name_or_path}`" + (f" (revision `{model.revision}`)" if model.revision else ""),
         "",
         "## Data",
         "",
-        *data_lines,
+        *_data_lines(datasets),
         "",
         "System prompt used in training (apply the same at inference):",
         "",
@@ -102,16 +90,58 @@ def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_
         "",
         "## Hyperparameters",
         "",
-        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target modules {OmegaConf.to_container(lora.target_modules) if OmegaConf.is_list(lora.target_modules) else lora.target_modules}"
+        *_hyperparameter_lines(config),
+        "",
+        "## Metrics",
+        "",
+        *_metric_lines(metrics),
+        "",
+        "## License",
+        "",
+        f"Weights: the base model's license ({model.license or 'see its model card'}). Training "
+        f"data licenses: {', '.join(licenses)}. Check each before redistributing.",
+        "",
+        "## Provenance",
+        "",
+        f"MLflow run `{run_id}`." if run_id else "Not tracked in MLflow.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _data_lines(datasets: list[DictConfig]) -> list[str]:
+    """One line per training dataset: where it is from, its license, and its weight in a mixture."""
+    return [
+        f"- `{d.path or d.name}`" + (f" (subset `{d.subset}`)" if d.subset else "")
+        + f": license {d.license or 'not stated'}" + (f", weight {d.weight:g}" if len(datasets) > 1 else "")
+        for d in datasets
+    ]  # fmt: skip
+
+
+def _hyperparameter_lines(config: DictConfig) -> list[str]:
+    lora, trainer = config.lora, config.trainer
+    modules = (
+        OmegaConf.to_container(lora.target_modules)
+        if OmegaConf.is_list(lora.target_modules)
+        else lora.target_modules
+    )
+    return [
+        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target modules {modules}"
         + (f", {lora.quantization.bits}-bit {lora.quantization.quant_type} base (QLoRA)" if lora.quantization else ""),
         f"- learning rate {trainer.learning_rate} ({trainer.lr_scheduler}), "
         + (f"max_steps {trainer.max_steps}" if trainer.max_steps > 0 else f"epochs {trainer.epochs}")
         + f", batch {trainer.batch_size} x {trainer.gradient_accumulation_steps} accumulation, seed {config.seed}",
-        "",
-        "## Metrics",
-        "",
     ]  # fmt: skip
+
+
+def _metric_lines(metrics: dict[str, float]) -> list[str]:
+    """The metrics table (base model, fine-tuned, change) and the safety probes' table, or what is missing."""
+    from medexp.evaluation.report import markdown_rows, metric_table
+
+    table = metric_table({k: v for k, v in metrics.items() if "safety" not in k})
+    safety = metric_table({k: v for k, v in metrics.items() if "safety" in k})
     header = ["| metric | base model | fine-tuned | change |", "|---|---|---|---|"]
+    lines = []
     if "eval_loss" in metrics:
         lines += [f"Best validation loss during training (answer tokens): {metrics['eval_loss']:.4g}.", ""]
     if table:
@@ -123,19 +153,7 @@ def model_card(config: DictConfig, metrics: dict[str, float], merged: bool, run_
         lines += header + markdown_rows(safety)
     else:
         lines.append("Not evaluated. Run `python -m medexp.evaluate source=... eval=safety` before sharing.")
-    lines += [
-        "",
-        "## License",
-        "",
-        f"Weights: the base model's license ({config.model.get('license') or 'see its model card'}). Training "
-        f"data licenses: {', '.join(licenses)}. Check each before redistributing.",
-        "",
-        "## Provenance",
-        "",
-        f"MLflow run `{run_id}`." if run_id else "Not tracked in MLflow.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def register(trained: Any, name: str, metrics: dict[str, float]) -> Any:

@@ -7,7 +7,6 @@ attributes). A resumed study, and every parallel worker, attaches to the same pa
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 import time
 import warnings
@@ -21,11 +20,6 @@ from medexp.sweep.trial import ERROR_ATTR, OVERRIDES_ATTR, PARENT_RUN_ATTR, RUN_
 from medexp.tracking import clean_tags, mlflow_client
 
 log = logging.getLogger(__name__)
-
-
-def mask_password(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def counted(trials: list, state_names: tuple[str, ...]) -> list:

@@ -1,16 +1,22 @@
 """The sweeper's typed options (`hydra.sweeper.*`), registered as `hydra/sweeper=medexp_optuna`.
 
-Names follow Hydra's Optuna sweeper. OmegaConf refuses an unknown key or a value of the wrong type while Hydra
-composes the config; the checks types cannot express (n_trials >= 1, ...) are `MedexpOptunaSweeper.options_error`.
+Names follow Hydra's Optuna sweeper. OmegaConf refuses an unknown key, a value of the wrong type or one outside an
+Enum (direction, pruner.name) while Hydra composes the config; the checks types cannot express (n_trials >= 1,
+...) are the RULES and `check` beside `MedexpOptunaSweeperConf` (medexp/config/rules.py), which the sweeper runs
+before it opens the study.
 Values live in conf/hparams_search/*.yaml; these defaults only apply to a bare `hydra/sweeper=medexp_optuna`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
 
 from medexp.config.choices import Choice
+from medexp.config.errors import UserError
+from medexp.config.rules import Rule, Rules, dotted
 
 # Hydra instantiates a plugin only from a class path under `hydra_plugins.`, and only a class it discovered
 # there: the shim's subclass of `medexp.sweep.sweeper.MedexpOptunaSweeper`.
@@ -72,6 +78,26 @@ class PrunerConf:
     percentile: PercentileOptions = field(default_factory=PercentileOptions)  # used when name=percentile
 
 
+def _whole(name: str) -> Rule:
+    """`name` is a positive whole number (its type is the schema's: only the range is checked here)."""
+
+    def rule(node: Any, key: str) -> str | None:
+        value = node[name]
+        return None if value >= 1 else f"{dotted(key, name)} must be a positive whole number, got {value!r}."
+
+    return rule
+
+
+def _share(name: str) -> Rule:
+    """`name` is a share, from 0 to 1."""
+
+    def rule(node: Any, key: str) -> str | None:
+        value = node[name]
+        return None if 0 <= value <= 1 else f"{dotted(key, name)} must be between 0 and 1, got {value!r}."
+
+    return rule
+
+
 @dataclass
 class MedexpOptunaSweeperConf:
     _target_: str = PLUGIN_TARGET  # the Sweeper class Hydra instantiates with the fields below
@@ -92,6 +118,16 @@ class MedexpOptunaSweeperConf:
     pruner: PrunerConf = field(default_factory=PrunerConf)  # stops unpromising trials early
     # the search space: key -> override grammar, e.g. choice(4, 8); null drops a key a preset searched
     params: dict[str, str | None] | None = None
+
+    RULES: ClassVar[Rules] = (_whole("n_trials"), _whole("n_jobs"), _share("max_failure_rate"))
+
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        if node.n_jobs > node.n_trials:
+            raise UserError(
+                f"{dotted(key, 'n_jobs')}={node.n_jobs} is more than {dotted(key, 'n_trials')}={node.n_trials}: the "
+                "surplus jobs would have nothing to run. Set n_jobs to n_trials or fewer."
+            )
 
 
 def register() -> None:

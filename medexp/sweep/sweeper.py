@@ -24,7 +24,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config import UserError, exit_with
+from medexp.config.rules import check_tree
 from medexp.sweep.search_space import quote_value, search_space
+from medexp.sweep.storage import mask_password, open_storage
 from medexp.sweep.workers import Heartbeat, continue_interrupted, job_share, mark_interrupted, worker_id
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ class MedexpOptunaSweeper(Sweeper):
     def _open_study(self):
         import optuna
 
-        from medexp.sweep.trial import CONSTRAINTS_ATTR, PRUNER_ATTR, make_pruner, open_storage
+        from medexp.sweep.trial import CONSTRAINTS_ATTR, PRUNER_ATTR, make_pruner
 
         if not self.storage:  # the default: a SQLite file in the sweep folder
             self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -123,43 +125,19 @@ class MedexpOptunaSweeper(Sweeper):
         )
 
     # --- the sweep ---------------------------------------------------------------------------------------
-    def options_error(self) -> str | None:
-        """What is wrong with the sweeper's own options, in one sentence; None when they are sound."""
-        from medexp.sweep.trial import PRUNERS
-
-        if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int) or self.n_trials < 1:
-            return f"hydra.sweeper.n_trials must be a positive whole number, got {self.n_trials!r}."
-        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
-            return f"hydra.sweeper.n_jobs must be a positive whole number, got {self.n_jobs!r}."
-        if self.n_jobs > self.n_trials:
-            return (
-                f"hydra.sweeper.n_jobs={self.n_jobs} is more than hydra.sweeper.n_trials={self.n_trials}: the "
-                "surplus jobs would have nothing to run. Set n_jobs to n_trials or fewer."
-            )
-        if not 0 <= self.max_failure_rate <= 1:
-            return f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {self.max_failure_rate!r}."
-        if self.direction not in ("minimize", "maximize"):
-            return f"hydra.sweeper.direction must be minimize or maximize, got {self.direction!r}."
-        if any(d not in ("minimize", "maximize") for d in self.directions or []):
-            return f"hydra.sweeper.directions must each be minimize or maximize, got {self.directions!r}."
-        if self.pruner.get("name") not in PRUNERS:
-            return (
-                f"hydra.sweeper.pruner.name={self.pruner.get('name')!r} is not a pruner medexp knows. "
-                f"Use one of {', '.join(PRUNERS)}, e.g. hydra.sweeper.pruner.name=hyperband."
-            )
-        return None
-
     def sweep(self, arguments: list[str]) -> Any:
         from medexp.config.metrics import optimized_metrics
         from medexp.sweep.objectives import objectives_error
-        from medexp.sweep.report import StudyRun, best_trial_summary, mask_password, print_best
+        from medexp.sweep.report import StudyRun, best_trial_summary, print_best
 
         try:
             space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
-            # own options first, then what the trials are judged on against the composed eval group
-            error = self.options_error() or objectives_error(
-                self.config, self.directions, self.constraints, self.pruner["name"]
-            )
+            # own options first (the ranges schema.MedexpOptunaSweeperConf declares), then what the trials are
+            # judged on against the composed eval group
+            check_tree(self.config.hydra.sweeper, "hydra.sweeper", self.config)
+            error = objectives_error(self.config, self.directions, self.constraints, self.pruner["name"])
+        except UserError as err:
+            error = str(err)
         except (ValueError, HydraException) as err:
             error = f"the search space cannot be sampled: {err}. Use choice(...), interval(...), range(...) or tag(log, interval(...))."
         if error is not None:
@@ -284,9 +262,7 @@ class MedexpOptunaSweeper(Sweeper):
             log.info("trial %d: %s", trial.number, ret.return_value)
             return
         if ret.status == JobStatus.COMPLETED:
-            error = (
-                f"the run returned {ret.return_value!r}, not a finite {self.config.get('optimized_metric')}"
-            )
+            error = f"the run returned {ret.return_value!r}, not a finite {self.config.optimized_metric}"
         else:
             # The captured exception, read directly: JobReturn.return_value would print "Error executing job"
             # even for a pruned trial.

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
 
-from medexp.tracking.dblock import setup_lock
+from medexp.sweep.schema import PrunerName
+from medexp.sweep.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -29,55 +29,6 @@ ERROR_ATTR = "medexp.error"  # trial: why it failed (absent on interrupted trial
 OVERRIDES_ATTR = "medexp.overrides"  # trial: the overrides it ran with
 WORKER_ATTR = "medexp.worker"  # trial: host:pid of the sweeper process that runs it
 SURPLUS_ATTR = "medexp.surplus"  # trial: asked beyond n_trials by a racing worker, never run
-
-RETRIED_ATTR = "failed_trial"  # trial system attr (Optuna's retry callback): the trial it continues
-# a trial whose worker died this many times (an OOM-kill loop, a bad node) is not retried again
-MAX_RETRIES = 3
-
-PRUNERS = ("median", "percentile", "hyperband", "none")  # the values of medexp.sweep.schema.PrunerName
-
-
-def retry_interrupted():
-    """Optuna's callback that queues a trial whose worker died again, with its params, user attributes (its
-    MLflow run) and reported eval_losses; the sweeper runs the copy as `resume=` of the dead trial's run."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=MAX_RETRIES, inherit_intermediate_values=True
-        )
-
-
-def open_storage(url: str, heartbeat: bool = False):
-    """An Optuna RDB storage; SQLite waits for locks held by parallel workers instead of failing."""
-    import optuna
-
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # A running trial whose sweeper stopped sending heartbeats for 10 minutes is marked as interrupted and queued
-    # again to continue from its checkpoint.
-    beat = (
-        {"heartbeat_interval": 30, "grace_period": 600, "heartbeat_stale_trial_callback": retry_interrupted()}
-        if heartbeat
-        else {}
-    )
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-
-    from medexp.config import UserError
-
-    try:
-        with warnings.catch_warnings(), setup_lock(url):  # workers started together: one creates the tables
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
-    except (ArgumentError, NoSuchModuleError, OperationalError, ImportError) as err:
-        from medexp.sweep.report import mask_password
-
-        first = str(err).splitlines()[0]
-        raise UserError(
-            f"hydra.sweeper.storage={mask_password(url)}: the study's database cannot be opened ({first}). Give a "
-            "database URL Optuna can use, e.g. sqlite:///multirun/optuna.db or postgresql://user:pass@host/db "
-            "(with psycopg2 installed), or null for a SQLite file in the sweep folder."
-        ) from None
 
 
 def make_pruner(spec: dict[str, Any]):
@@ -97,7 +48,7 @@ def make_pruner(spec: dict[str, Any]):
         return optuna.pruners.PercentilePruner(**kwargs)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+    raise ValueError(f"unknown pruner {name!r}; use one of {', '.join(p.value for p in PrunerName)}")
 
 
 @dataclass
@@ -170,7 +121,7 @@ class TrialReporter:
 
 def connect_trial(optuna_cfg: DictConfig | None) -> TrialReporter | None:
     """The trial named by the `optuna` config node, or None for a single run."""
-    if optuna_cfg is None or optuna_cfg.get("trial") is None:
+    if optuna_cfg is None or optuna_cfg.trial is None:
         return None
     import optuna
 

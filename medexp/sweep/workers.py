@@ -62,7 +62,8 @@ def mark_interrupted(study, storage) -> None:
     period) end FAIL without an error, so they do not count, and are queued again with their params."""
     import optuna
 
-    from medexp.sweep.trial import WORKER_ATTR, retry_interrupted
+    from medexp.sweep.storage import retry_interrupted
+    from medexp.sweep.trial import WORKER_ATTR
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -83,7 +84,7 @@ def mark_interrupted(study, storage) -> None:
 def continue_interrupted(storage, trial, sweep_dir: Path, fixed: dict[str, str]) -> list[str] | None:
     """For a queued copy of an interrupted trial: `resume=` of that trial's run (its checkpoint, steps and MLflow
     run: the training run's own resume). None for a new trial, or a copy of one killed before its run began."""
-    from medexp.sweep.trial import RETRIED_ATTR
+    from medexp.sweep.storage import RETRIED_ATTR
 
     origin = storage.get_trial_system_attrs(trial._trial_id).get(RETRIED_ATTR)
     if origin is None:

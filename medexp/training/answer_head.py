@@ -9,7 +9,7 @@ or more of a MedQuAD conversation, and SmolLM's 49,152-row LM head is most of a 
 those projections are a large share of the step for nothing. `score_answer_tokens_only` re-installs the fused
 forward with the compact projection on CPU/MPS: the same kernel (`trl.kernels.ChunkedLogProbFunction`) on the
 gathered answer positions, scattered back into the (batch, length - 1) shape TRL's `compute_loss` reads. Loss,
-gradients and TRL's entropy / accuracy metrics are unchanged (tests/test_answer_head.py); models whose head TRL
+gradients and TRL's entropy / accuracy metrics are unchanged (tests/training/test_answer_head.py); models whose head TRL
 scales, soft-caps or pairs with a router loss keep TRL's forward.
 
 TRL's kernel recomputes each logits tile in its backward (three matmuls with the LM head, memory-lean). On a CPU,

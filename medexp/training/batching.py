@@ -1,6 +1,6 @@
 """How examples become batches (`trainer.batching`), and what `auto` picks for the hardware.
 
-Every mode computes the same loss per answer token (tests/test_batching.py compares losses and gradients on one
+Every mode computes the same loss per answer token (tests/training/test_batching.py compares losses and gradients on one
 fixed batch); they differ only in how much compute goes to padding:
 - padded: random batches, each padded to its longest example (MedQuAD's length mix: ~49% padding at 8);
 - group_by_length: transformers' LengthGroupedSampler: random mega-batches sorted by length, so each batch

@@ -343,6 +343,7 @@ def test_make_pruner_takes_the_named_pruners_options():
 def test_typed_options_reach_optuna_as_plain_values():
     from omegaconf import OmegaConf
 
+    from medexp.config.rules import check_tree
     from medexp.sweep.schema import Direction, MedexpOptunaSweeperConf, PrunerConf, PrunerName
     from medexp.sweep.sweeper import MedexpOptunaSweeper
     from medexp.sweep.trial import make_pruner
@@ -354,7 +355,7 @@ def test_typed_options_reach_optuna_as_plain_values():
     sweeper = MedexpOptunaSweeper(**options, sampler=None)  # as Hydra passes them: Enums, DictConfigs
     assert type(sweeper.direction) is str and sweeper.direction == "maximize"  # for optuna.create_study
     assert type(sweeper.pruner["name"]) is str and sweeper.pruner["hyperband"]["min_resource"] == 5
-    assert sweeper.options_error() is None
+    check_tree(conf, "hydra.sweeper")  # the schema's range checks pass: no UserError
     pruner = make_pruner(sweeper.pruner)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._min_resource == 5
     assert MedexpOptunaSweeper(**{**options, "pruner": PrunerConf()}, sampler=None).pruner["name"] == "median"
@@ -368,6 +369,7 @@ def test_typed_options_reach_optuna_as_plain_values():
             ["hydra.sweeper.pruner.name", "asha", "hyperband, median, percentile, none"],
         ),
         ("hydra.sweeper.direction=down", ["hydra.sweeper.direction", "down", "minimize, maximize"]),
+        ("hydra.sweeper.directions=[minimize,up]", ["hydra.sweeper.directions", "up", "minimize, maximize"]),
         ("hydra.sweeper.pruner.median.n_startup=3", ["hydra.sweeper.pruner.median", "n_startup"]),
         ("hydra.sweeper.pruner.hyperband.min_resource=few", ["hydra.sweeper.pruner.hyperband.min_resource"]),
     ],
@@ -465,19 +467,29 @@ GOOD_OPTIONS = {
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"directions": ["minimize", "up"]}, "hydra.sweeper.directions must each be minimize or maximize"),
         ({"n_trials": 0}, "hydra.sweeper.n_trials must be a positive whole number, got 0."),
         ({"n_jobs": -1}, "hydra.sweeper.n_jobs must be a positive whole number, got -1."),
         ({"max_failure_rate": 1.5}, "hydra.sweeper.max_failure_rate must be between 0 and 1, got 1.5."),
-        ({"direction": "down"}, "hydra.sweeper.direction must be minimize or maximize, got 'down'."),
-        ({"pruner": {"name": "asha"}}, "hydra.sweeper.pruner.name='asha' is not a pruner medexp knows."),
+        (
+            {"n_trials": 2, "n_jobs": 3},
+            "hydra.sweeper.n_jobs=3 is more than hydra.sweeper.n_trials=2: the surplus",
+        ),
     ],
 )
 def test_bad_sweeper_options_are_named(option, message):
-    from medexp.sweep.sweeper import MedexpOptunaSweeper
+    """The ranges types cannot say, declared beside the schema; the closed sets (direction, directions,
+    pruner.name) are refused by OmegaConf while composing (test_bad_sweeper_option_is_refused_while_composing)."""
+    from omegaconf import OmegaConf
 
-    assert MedexpOptunaSweeper(**GOOD_OPTIONS).options_error() is None
-    assert MedexpOptunaSweeper(**{**GOOD_OPTIONS, **option}).options_error().startswith(message)
+    from medexp.config import UserError
+    from medexp.config.rules import check_tree
+    from medexp.sweep.schema import MedexpOptunaSweeperConf
+
+    conf = OmegaConf.structured(MedexpOptunaSweeperConf)
+    check_tree(conf, "hydra.sweeper")  # the defaults are sound
+    with pytest.raises(UserError) as error:
+        check_tree(OmegaConf.merge(conf, option), "hydra.sweeper")
+    assert str(error.value).startswith(message)
 
 
 def test_unsupported_sweep_expression_is_a_clear_error(tmp_path):
