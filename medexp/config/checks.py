@@ -169,7 +169,9 @@ def _validate_lora(cfg: DictConfig) -> None:
         raise UserError(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}. 0.05 is a common choice.")
     mutating = str(cfg.lora.get("init", "default")) in ("pissa", "pissa_fast", "olora")
     clash = [k for k, on in _mutating_clashes(cfg.lora) if on] if mutating else []
-    if clash:  # peft converts such adapters wrongly or not at all (measured; tests/training/test_lora_variants.py)
+    if (
+        clash
+    ):  # peft converts such adapters wrongly or not at all (measured; tests/training/test_lora_variants.py)
         raise UserError(
             f"lora.init={cfg.lora.init} cannot be combined with {clash[0]}: PiSSA and OLoRA move part of the base "
             "weights into the adapter, and medexp saves the result as an ordinary LoRA for the original base "

@@ -65,7 +65,7 @@ def test_every_schema_leaf_has_a_help_comment():
     fields = [m for line in source if (m := re.match(r"^    (\w+): ([\w\[\], ]+) = ", line))]
     assert len(fields) > 100
     for m in fields:
-        if m.group(2) not in nested:
+        if m.group(2) not in nested and not m.group(2).startswith("ClassVar"):  # RULES: checks, not fields
             assert "  # " in m.string, f"schema field {m.group(1)} has no help comment"
 
 
