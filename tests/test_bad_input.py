@@ -162,6 +162,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("safety", ["binary.jsonl"], "binary.jsonl"),
     ("safety", ["a_folder.jsonl"], "a_folder.jsonl"),
     ("safety", [], "one argument"),
+    # --- a SQLite store under a folder that cannot be made, though permission bits say it can (root, /proc) ---
+    ("train", [*T, "tracking.uri=sqlite:////proc/nope/x.db"], "/proc/nope/x.db"),
 ]  # fmt: skip
 
 
