@@ -109,8 +109,8 @@ def _stopped(err: KeyboardInterrupt, cfg: Any) -> None:
     signum = err.signum if isinstance(err, Stopped) else int(signal.SIGINT)
     what = str(err) or "interrupted"
     run = None
-    if cfg is not None:  # a resume's own run, not the resuming command's new folder; any command's root
-        run = cfg.get("resume") or cfg.get("paths", {}).get("output_dir")
+    if cfg is not None:  # a resume's own run, not the resuming command's new folder (only train has resume)
+        run = cfg.get("resume") or cfg.paths.output_dir
     hint = (
         f" Continue it with: python -m medexp.train resume={run}" if isinstance(err, Stopped) and run else ""
     )

@@ -21,6 +21,7 @@ def tracking_cfg(tmp_path: Path, **extra):
             "artifact_location": str(tmp_path / "mlruns" / "artifacts"),
             "experiment": "lifecycle",
             "run_name": None,
+            "system_metrics_interval": None,
             **extra,
         }
     )
