@@ -10,24 +10,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from medexp.config import UserError, command
+from medexp.config import command, validate
 
 
 @command("benchmark")
 def main(cfg: DictConfig) -> None:
+    validate(cfg)  # batch_size, limit, num_fewshot, tasks: medexp/config/commands.py
     from medexp.evaluation.benchmark import benchmark_source
 
-    for name, value, least in (
-        ("batch_size", cfg.batch_size, 1),
-        ("limit", cfg.limit, 1),
-        ("num_fewshot", cfg.num_fewshot, 0),
-    ):
-        if value is not None and value < least:
-            raise UserError(
-                f"{name} must be a whole number >= {least} (got {value}); null where allowed means the default."
-            )
-    if not cfg.tasks:
-        raise UserError("tasks is empty. Name at least one lm-eval task, e.g. tasks=[pubmedqa,medmcqa].")
     benchmark_source(cfg)
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from medexp.config import command
+from medexp.config import command, validate
 
 
 @command("evaluate")
 def main(cfg: DictConfig) -> None:
+    validate(cfg)
     from medexp.evaluation.pipeline import evaluate_source
 
     evaluate_source(cfg)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from medexp.config import command
+from medexp.config import command, validate
 
 
 @command("export")
 def main(cfg: DictConfig) -> None:
+    validate(cfg)
     from medexp.serving.publish import export
 
     export(cfg)

@@ -12,16 +12,15 @@ import sys
 
 from omegaconf import DictConfig
 
-from medexp.config import command
+from medexp.config import command, validate
 
 
 @command("serve")
 def main(cfg: DictConfig) -> None:
-    from medexp.config.rules import check_tree
+    validate(cfg)  # the port and the limits (ServeConfig, ServeLimits), before the model is loaded
     from medexp.serving.app import create_app
     from medexp.serving.assistant import load_assistant
 
-    check_tree(cfg)  # the port and the limits (ServeConfig, ServeLimits), before the model is loaded
     assistant = load_assistant(cfg)
     import uvicorn
 

@@ -13,14 +13,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from medexp.config import command, exit_with
+from medexp.config import command, exit_with, validate
 
 
 @command("sync")
 def main(cfg: DictConfig) -> None:
+    validate(cfg)
     from medexp.training.sync import sync_runs
 
-    results = sync_runs(Path(str(cfg.runs)), bool(cfg.mark_stale))
+    results = sync_runs(Path(cfg.runs), cfg.mark_stale)
     for result in results:
         print(f"{result.run_dir}: {result.what}")
     failed = [r for r in results if r.failed]

@@ -40,7 +40,7 @@ def train(cfg: DictConfig) -> RunResult:
 
     With `resume=<run dir or run id>`, the flow is the same, on that run's saved config: finished stages are
     skipped, the current one continues from its last checkpoint, in the same directory and MLflow run."""
-    validate(cfg)
+    _validate(cfg)
     resuming = bool(cfg.resume)
     if resuming:
         from medexp.training.resume import find_run
@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> RunResult:
             return RunResult(found.metrics, found.run_dir, found.run_dir / "adapter", found.run_id)
         log.info("resuming the run in %s", found.run_dir)
         cfg = found.config
-        validate(cfg)
+        _validate(cfg)
     check_launch()
     main_process = is_main_process()  # torchrun / accelerate: only rank 0 tracks, writes reports and adapters
     if main_process:
@@ -159,6 +159,14 @@ def train(cfg: DictConfig) -> RunResult:
     log.info("%s", run_summary(cfg, metrics, output_dir, adapter_dir, tracker))
     pruned_at = trial.pruned_at if trial is not None else None
     return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, pruned_at, model)
+
+
+def _validate(cfg: DictConfig) -> None:
+    """The train command's checks, all before anything heavy: the config, then the metric it optimizes."""
+    from medexp.evaluation.metrics import check_optimized_metric
+
+    validate(cfg)
+    check_optimized_metric(cfg)  # the suites say which metrics a run computes: config cannot know them
 
 
 @command("train")

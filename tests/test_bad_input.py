@@ -165,6 +165,8 @@ CASES: list[tuple[str, list[str], str]] = [
     # --- a user's own evaluation suite, and a study's optimized metric ------------------------------------------
     ("train", [*T, "+eval.suites.mine._target_=no_such_module.MySuite"], "no_such_module"),
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "optimized_metric=eval/made_up"], "eval/made_up"),
+    # --- a SQLite store under a folder that cannot be made, though permission bits say it can (root, /proc) ---
+    ("train", [*T, "tracking.uri=sqlite:////proc/nope/x.db"], "/proc/nope/x.db"),
 ]  # fmt: skip
 
 

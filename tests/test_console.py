@@ -30,6 +30,7 @@ def test_no_tracebacks_warnings_or_library_noise(smoke):
     assert [line for line in output.splitlines() if "Warning:" in line] == []
     assert "[absl]" not in output  # rouge-score's "Using default tokenizer."
     assert "sentence_transformers" not in output
+    assert "kernels-community" not in output  # bitsandbytes' hub-kernel notices at import (qlora extra)
     for bar in ("Loading weights", "Building labels"):  # transformers' and TRL's (datasets) bars
         assert bar not in output, bar
     assert re.search(r"(Map|Filter)( \(num_proc=\d+\))?:\s+\d+%", output) is None  # datasets' bars

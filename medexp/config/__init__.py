@@ -1,9 +1,13 @@
-"""medexp's configuration: the typed schema, the checks types cannot express, stage expansion, resolvers,
-and the one exit path for bad input. Imports nothing else of medexp, and nothing heavy."""
+"""medexp's configuration: the typed schema with the checks types cannot express beside each dataclass, the one
+`validate`, stage expansion, resolvers, and the commands' entry decorator with its one exit path for bad input.
+Imports nothing else of medexp, and nothing heavy."""
 
-from medexp.config.checks import HELD_OUT_METRICS, LOCAL_FILE_SUFFIXES, looks_like_local_path, validate
+from medexp.config.checks import looks_like_local_path, validate
+from medexp.config.command import command
 from medexp.config.commands import register_configs
-from medexp.config.errors import Stopped, UserError, command, describe_config_error, exit_with
+from medexp.config.dataset import LOCAL_FILE_SUFFIXES
+from medexp.config.errors import Stopped, UserError, describe_config_error, exit_with
+from medexp.config.evaluation import HELD_OUT_METRICS
 from medexp.config.resolvers import assets_dir, register_resolvers
 from medexp.config.runtime import in_multirun, task_overrides
 from medexp.config.schema import TrainConfig

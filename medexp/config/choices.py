@@ -82,6 +82,11 @@ class LoraInit(Choice):
     olora = "olora"  # A, B from the QR decomposition of W; the base keeps the residual
 
 
+# The inits that move part of W into the adapter and leave the base layers holding the residual: the adapter is
+# saved converted to an ordinary LoRA for the original base, and is refused with DoRA, whole modules or QLoRA.
+MUTATING_INITS = frozenset({LoraInit.pissa.value, LoraInit.pissa_fast.value, LoraInit.olora.value})
+
+
 class QuantType(Choice):
     nf4 = "nf4"  # NormalFloat4, the QLoRA paper's type
     fp4 = "fp4"

@@ -1,6 +1,7 @@
-"""The typed roots of the commands besides `medexp.train` (evaluate, benchmark, export, chat, serve, sync), and
-`register_configs`, which stores every group schema and command root in Hydra's ConfigStore: see
-medexp/config/schema.py for how they are used."""
+"""The typed roots of the commands besides `medexp.train` (evaluate, benchmark, export, chat, serve, sync), with
+their checks, and `register_configs`, which stores every group schema and command root in Hydra's ConfigStore:
+see medexp/config/schema.py for how they are used. `REQUIRED` on a root says why a field left at `???` is needed
+(medexp/config/checks.py prints it instead of the generic list of missing values)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from omegaconf import MISSING, DictConfig
 
 from medexp.config.choices import Precision
 from medexp.config.errors import UserError
-from medexp.config.rules import Rule, Rules, dotted
+from medexp.config.rules import Rule, Rules, dotted, require
 from medexp.config.schema import GROUPS, EvalConfig, PathsConfig, TrackingConfig, TrainConfig
+
+SOURCE_FORMS = (
+    "Name a trained model as source=<MLflow run id> (32 hex characters), source=<a run's output directory or "
+    "its adapter/ directory>, or source=models:/<name>/<version> (or models:/<name>@<alias>)."
+)
 
 
 @dataclass
@@ -25,11 +31,21 @@ class SourceCommandConfig:
     paths: PathsConfig = MISSING
     source: str = MISSING  # a run id, a run's output or adapter directory, or models:/<name>/<version>
 
+    REQUIRED: ClassVar[dict[str, str]] = {"source": f"source is required. {SOURCE_FORMS}"}
+
 
 @dataclass
 class EvaluateConfig(SourceCommandConfig):
     eval: EvalConfig = MISSING
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
+
+
+def _whole_at_least(name: str, least: int) -> Rule:
+    return require(
+        name,
+        lambda v: v >= least,
+        f"{{key}} must be a whole number >= {least} (got {{value}}); null where allowed means the default.",
+    )
 
 
 @dataclass
@@ -44,6 +60,15 @@ class BenchmarkConfig(SourceCommandConfig):
     seed: int = MISSING  # lm-eval's seeds (few-shot sampling)
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
 
+    RULES: ClassVar[Rules] = (
+        _whole_at_least("batch_size", 1),
+        _whole_at_least("limit", 1),  # null = every question of the task
+        _whole_at_least("num_fewshot", 0),  # null = the task's own default
+        require(
+            "tasks", len, "tasks is empty. Name at least one lm-eval task, e.g. tasks=[pubmedqa,medmcqa]."
+        ),
+    )
+
 
 @dataclass
 class ExportConfig(SourceCommandConfig):
@@ -55,6 +80,22 @@ class ExportConfig(SourceCommandConfig):
     hub_repo: str | None = None  # <user or org>/<name> on the Hub
     hub_private: bool = MISSING  # new Hub repositories start private
 
+    REQUIRED: ClassVar[dict[str, str]] = {
+        **SourceCommandConfig.REQUIRED,
+        "output_dir": "output_dir is required: where adapter/, the model card and merged/ go.",
+    }
+
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        if node.register and not node.registered_name:
+            raise UserError(
+                "register=true needs registered_name=<name>, the registered model to add a version to."
+            )
+        if node.push_to_hub and not node.hub_repo:
+            raise UserError(
+                "push_to_hub=true needs hub_repo=<user or org>/<name>, the Hub repository to upload to."
+            )
+
 
 @dataclass
 class ChatConfig(SourceCommandConfig):
@@ -63,6 +104,14 @@ class ChatConfig(SourceCommandConfig):
     top_p: float = MISSING  # nucleus sampling mass, in (0, 1]
     max_new_tokens: int = MISSING  # longest answer, in tokens
     model_name: str | None = None  # the name shown; null = medexp-<run id>
+
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        if node.temperature < 0 or not 0 < node.top_p <= 1 or node.max_new_tokens < 1:
+            raise UserError(
+                f"temperature must be >= 0 (got {node.temperature}), top_p in (0, 1] (got {node.top_p}) and "
+                f"max_new_tokens >= 1 (got {node.max_new_tokens})."
+            )
 
 
 def _count(name: str, least: int, meaning: str) -> Rule:

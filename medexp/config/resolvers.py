@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from medexp.config.errors import UserError
+
 
 def assets_dir() -> str:
     """Where the tiny model and sample data live inside the installed medexp package."""
@@ -36,8 +38,6 @@ def started(fmt: str) -> str:
 
 def _start_time(pid: int) -> datetime:
     """When process `pid` started (Linux: /proc/<pid>/stat's start tick after boot, plus the boot time)."""
-    from medexp.config.errors import UserError
-
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         stat = Path("/proc/stat").read_text().splitlines()

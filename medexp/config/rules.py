@@ -14,8 +14,10 @@ Types and closed sets are the schema's job (OmegaConf refuses them while Hydra c
             ...  # cross-field rules; raise UserError with one paragraph
 
 `check_tree(cfg)` walks a composed config and, for every node whose structured type is such a dataclass, runs
-its RULES (each returns a message or None) and then its `check` (given the node, its dotted key and the root).
-A `None` value of an optional field is never checked by a rule: null means "off" or "detect".
+its RULES (each returns a message or None), then the checks of its nested nodes, then its own `check` (given the
+node, its dotted key and the root): a cross-field rule may take every part as sound. A `None` value of an
+optional field is never checked by a rule: null means "off" or "detect". `require` words a rule's message itself
+where the generic wording of `positive`, `at_least` or `between` would not say what the value is for.
 """
 
 from __future__ import annotations
@@ -84,6 +86,19 @@ def between(
     return rule
 
 
+def require(name: str, ok: Callable[[Any], bool], message: str) -> Rule:
+    """`ok(value)` must hold for `name`; else `message`, formatted with `key` (the dotted key) and `value`, e.g.
+    `require("beta", lambda v: v > 0, "{key} must be positive, got {value}: it is the KL leash ...")`."""
+
+    def rule(node: Any, key: str) -> str | None:
+        value = _value(node, name)
+        if value is None or ok(value):
+            return None
+        return message.format(key=dotted(key, name), value=value)
+
+    return rule
+
+
 def check_tree(cfg: DictConfig, key: str = "", root: DictConfig | None = None) -> None:
     """Run every declared RULES entry and `check` method in `cfg` (a composed config, or one node of it at the
     dotted `key` of `root`), depth first; the first problem raises UserError."""
@@ -98,10 +113,10 @@ def _check_node(node: Any, key: str, root: DictConfig) -> None:
         message = rule(node, key.rstrip("."))
         if message:
             raise UserError(message)
-    check = getattr(kind, "check", None)
-    if check is not None:
-        check(node, key.rstrip("."), root)
     for name in node:
         if OmegaConf.is_missing(node, name) or OmegaConf.is_interpolation(node, name):
             continue
         _check_node(node._get_node(name), f"{key}{name}.", root)
+    check = getattr(kind, "check", None)
+    if check is not None:
+        check(node, key.rstrip("."), root)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from medexp.config.errors import UserError
+
 
 def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
@@ -45,7 +47,7 @@ def discard_run_dir(cfg: DictConfig, existing: set[str]) -> None:
     if any(p.name != ".hydra" and not (p.is_file() and p.suffix == ".log") for p in out.iterdir()):
         return  # the command wrote something of its own: keep it
     shutil.rmtree(out, ignore_errors=True)
-    root = Path(str(cfg.paths.output_root)).resolve() if cfg.get("paths") else cwd
+    root = Path(str(cfg.paths.output_root)).resolve()
     for parent in out.parents:
         if parent == cwd or parent in cwd.parents:
             break  # never the launch directory or above it
@@ -78,11 +80,9 @@ def is_main_process() -> bool:
 
 def gradient_accumulation(trainer_cfg: DictConfig) -> int:
     """trainer.gradient_accumulation_steps, or what trainer.effective_batch_size needs on this many processes."""
-    effective = trainer_cfg.get("effective_batch_size")
+    effective = trainer_cfg.effective_batch_size
     if effective is None:
         return int(trainer_cfg.gradient_accumulation_steps)
-    from medexp.config.errors import UserError  # errors.py imports this module
-
     per_step = int(trainer_cfg.batch_size) * world_size()
     if effective % per_step:
         raise UserError(
@@ -109,8 +109,6 @@ def check_launch() -> None:
     if not nodes_differ:
         return
     from hydra.core.hydra_config import HydraConfig
-
-    from medexp.config.errors import UserError
 
     given = HydraConfig.get().overrides.hydra if HydraConfig.initialized() else []
     if not any(o.startswith("hydra.run.dir=") for o in given):

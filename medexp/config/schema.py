@@ -1,5 +1,6 @@
 """The typed schema of every config group, and the root of `medexp.train` (the other commands' roots are in
-medexp/config/commands.py, which registers them all).
+medexp/config/commands.py, which registers them all). The dataset, trainer and eval groups, whose checks are
+longer, each have a module of their own (medexp/config/{dataset,trainer,evaluation}.py), re-exported here.
 
 Each dataclass is registered in Hydra's ConfigStore: a group's schema as `<group>/schema` (every YAML option of
 the group names it first in its defaults list) and each command's root as `<command>_schema` (first in
@@ -8,28 +9,45 @@ the config, before anything heavy is imported; `medexp.config.errors` turns that
 
 Values live in the YAML options (with a comment on why); the schema holds types and what each field means.
 `MISSING` (`???`) marks a value every option must set. Closed sets are the enums of medexp.config.choices.
+
+What types cannot say (ranges, fields that must agree, files that must exist, extras that must be installed) is
+declared on the dataclass it belongs to, as `RULES` and a `check` method (medexp/config/rules.py); `validate`
+(medexp/config/checks.py) runs them all over a composed config.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
+from medexp.config.checks import looks_like_local_path
 from medexp.config.choices import (
+    MUTATING_INITS,
     AttnImplementation,
-    Batching,
     ComputeDtype,
-    DatasetKind,
     LoraBias,
     LoraInit,
     ModelDtype,
-    Precision,
-    PreferenceLoss,
     QuantType,
     StageKind,
 )
+from medexp.config.dataset import DatasetConfig, NearDupConfig
+from medexp.config.errors import UserError
+from medexp.config.evaluation import (
+    EvalConfig,
+    GenerationEvalConfig,
+    JudgeConfig,
+    MCEvalConfig,
+    OODEvalConfig,
+    SafetyEvalConfig,
+)
+from medexp.config.rules import Rules, between, check_tree, positive, require
+from medexp.config.stages import stage_configs
+from medexp.config.trainer import TrainerConfig
 
 
 # --- model -------------------------------------------------------------------------------------------------
@@ -42,43 +60,24 @@ class ModelConfig:
     attn_implementation: AttnImplementation = AttnImplementation.sdpa  # attention kernel transformers uses
     dtype: ModelDtype = ModelDtype.auto  # dtype the weights are loaded in
 
-
-# --- dataset -----------------------------------------------------------------------------------------------
-@dataclass
-class NearDupConfig:
-    threshold: float | None = MISSING  # Jaccard similarity at which a pair is a near duplicate; null = off
-    num_perm: int = MISSING  # MinHash permutations: more = tighter estimate, slower
-
-
-@dataclass
-class DatasetConfig:
-    name: str | None = MISSING  # hub id; null when `path` names a local file
-    path: str | None = MISSING  # local .csv/.json/.jsonl/.parquet; used instead of `name` when set
-    subset: str | None = None  # the hub dataset's configuration (e.g. pqa_labeled); null = its default
-    split: str = MISSING  # the hub split to read; medexp makes its own validation split from it
-    license: str | None = None  # the data's license, listed in exported model cards
-    question_field: str | None = None  # null = detect among common names (Question, question, input, ...)
-    answer_field: str | None = None  # null = detect among common names (Answer, answer, output, ...)
-    context_field: str | None = None  # a passage shown above the question (PubMedQA's abstract)
-    input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
-    decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
-    messages_field: str | None = None  # multi-turn chats (OpenAI messages / ShareGPT); null = detect
-    kind: DatasetKind = MISSING  # qa, multiple_choice, text (continued pretraining) or preference (DPO)
-    text_field: str | None = (
-        None  # text: the column holding each document; null = detect (text, content, ...)
-    )
-    chosen_field: str | None = None  # preference: the preferred answer's column; null = detect `chosen`
-    rejected_field: str | None = None  # preference: the dispreferred answer's; null = detect `rejected`
-    options_field: str | None = None  # multiple_choice: the field holding all options (dict or list)
-    option_columns: list[str] | None = None  # multiple_choice: or one column per option, in order
-    index_base: int | None = None  # multiple_choice: 0 or 1 when the answer is an index; null otherwise
-    dedup: bool = MISSING  # drop exact repeated pairs (after folding case, whitespace, punctuation)
-    near_dup: NearDupConfig = field(default_factory=NearDupConfig)  # MinHash LSH near-duplicate removal
-    max_tokens: int = MISSING  # drop pairs whose formatted conversation is longer, in tokens
-    limit: int | None = None  # keep only the first N cleaned pairs (seeded shuffle); null = all
-    weight: float = MISSING  # in a mixture: copies of each training row (0.5 = a seeded half)
-    val_fraction: float = MISSING  # share of questions held out for validation
-    system_prompt: str = MISSING  # the system message every conversation starts with
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        """A local model directory exists and holds a saved model (hub ids are checked by preflight)."""
+        name = str(node.name_or_path)
+        if not looks_like_local_path(name):
+            return
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise UserError(
+                f"{key}.name_or_path={name!r} looks like a local path but no such directory exists. Give a "
+                "directory holding config.json and the weights (as saved by save_pretrained), or a hub id such as "
+                "HuggingFaceTB/SmolLM-135M-Instruct."
+            )
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"{key}.name_or_path={name!r} is a directory but has no config.json, so it is not a saved model. "
+                "Point it at the folder that save_pretrained wrote."
+            )
 
 
 # --- lora --------------------------------------------------------------------------------------------------
@@ -88,6 +87,17 @@ class QuantizationConfig:
     quant_type: QuantType = QuantType.nf4  # 4-bit data type
     double_quant: bool = True  # quantize the quantization constants too
     compute_dtype: ComputeDtype = ComputeDtype.bfloat16  # dtype of the matmuls on dequantized weights
+
+    RULES: ClassVar[Rules] = (require("bits", lambda v: v in (4, 8), "{key} must be 4 or 8, got {value!r}."),)
+
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise UserError(
+                "lora=qlora needs bitsandbytes, which is not installed. Install the qlora extra with "
+                "`pip install 'medexp[qlora]'` (or `pip install bitsandbytes`), or train without quantization "
+                "with lora=default."
+            )
 
 
 @dataclass
@@ -103,98 +113,32 @@ class LoraConfig:
     train_modules: list[str] = field(default_factory=list)  # modules trained in full (modules_to_save)
     quantization: QuantizationConfig | None = None  # null = full-precision base; set = QLoRA
 
-
-# --- trainer -----------------------------------------------------------------------------------------------
-@dataclass
-class TrainerConfig:
-    learning_rate: float = MISSING  # peak learning rate of the adapters
-    lr_scheduler: str = MISSING  # any transformers scheduler name: cosine, linear, constant, ...
-    warmup_ratio: float = MISSING  # share of all steps spent warming up, in [0, 1)
-    weight_decay: float = MISSING  # AdamW weight decay, >= 0
-    max_grad_norm: float = MISSING  # gradient clipping norm, > 0
-    epochs: float = MISSING  # passes over the training split (when max_steps <= 0)
-    max_steps: int = MISSING  # > 0 stops after that many optimizer steps, overriding epochs
-    batch_size: int = MISSING  # sequences per device per forward pass
-    eval_batch_size: int = MISSING  # sequences per device per evaluation pass
-    gradient_accumulation_steps: int = MISSING  # forward passes per optimizer step
-    effective_batch_size: int | None = (
-        None  # sequences per optimizer step on any number of processes; sets accumulation
+    RULES: ClassVar[Rules] = (
+        positive("r", 16),
+        require(
+            "alpha", lambda v: v > 0, "{key} must be positive, got {value}. 2 x lora.r is the usual start."
+        ),
+        between("dropout", 0, 1, high_open=True, hint="0.05 is a common choice."),
     )
-    eval_steps: int = MISSING  # evaluate and checkpoint every N optimizer steps
-    logging_steps: int = MISSING  # log train_loss, learning_rate, grad_norm every N steps
-    early_stopping_patience: int | None = (
-        None  # evaluations without improvement before stopping; null = never
-    )
-    save_total_limit: int = MISSING  # checkpoints kept besides the best one
-    precision: Precision = MISSING  # mixed precision of the training step
-    batching: Batching = MISSING  # auto, padding_free, packing, group_by_length or padded
-    gradient_checkpointing: bool = MISSING  # recompute activations in the backward pass to save memory
-    optim: str = MISSING  # any transformers optimizer name, e.g. adamw_torch, paged_adamw_8bit
-    dataloader_num_workers: int = MISSING  # worker processes feeding batches
-    neftune_noise_alpha: float | None = (
-        None  # NEFTune: noise on the input embeddings while training; null = off
-    )
-    beta: float = 0.1  # dpo stages: the KL leash; larger keeps the policy closer to the reference
-    preference_loss: PreferenceLoss = PreferenceLoss.sigmoid  # dpo stages: TRL's loss_type
-    preference_sft_weight: float = 0.0  # dpo stages: + this x the chosen answers' SFT loss (RPO); 0 = off
 
-
-# --- eval --------------------------------------------------------------------------------------------------
-@dataclass
-class JudgeConfig:
-    enabled: bool = MISSING  # ask an LLM behind an OpenAI-compatible endpoint for a second opinion
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
-    model: str | None = None  # the judge model's name at that endpoint
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
-
-
-@dataclass
-class GenerationEvalConfig:
-    enabled: bool = MISSING  # answer held-out questions and compare with the references
-    num_questions: int = MISSING  # held-out questions answered
-    max_new_tokens: int = MISSING  # longest generated answer, in tokens
-    batch_size: int = MISSING  # prompts per generate call (left-padded); the answers equal one-at-a-time ones
-    latency_samples: int = MISSING  # prompts asked again one at a time for latency_p50_s/p95_s; 0 = none
-    repetition_penalty: float = MISSING  # 1.0 = off
-    semantic_similarity: bool = MISSING  # embedding cosine of answer and reference
-    semantic_model: str | None = None  # sentence-transformers id or path; null = bundled all-MiniLM-L6-v2
-    bertscore: bool = False  # BERTScore F1 of answer and reference (bert-score)
-    bertscore_model: str | None = None  # hub id or path; null = the bundled all-MiniLM-L6-v2
-    bertscore_layers: int | None = None  # layer compared; null = bert-score's tuned one, or the last
-    judge: JudgeConfig = field(default_factory=JudgeConfig)  # LLM grades of answer quality, 1-5 per criterion
-
-
-@dataclass
-class MCEvalConfig:
-    enabled: bool = MISSING  # multiple-choice accuracy by option log-likelihood
-    validation: bool = MISSING  # score the run's own multiple-choice validation questions
-    limit: int = MISSING  # at most this many questions per set
-    sets: dict[str, DatasetConfig] = field(default_factory=dict)  # more sets, each a dataset option
-
-
-@dataclass
-class OODEvalConfig:
-    enabled: bool = MISSING  # out-of-domain prompts, to catch forgetting
-
-
-@dataclass
-class SafetyEvalConfig:
-    enabled: bool = MISSING  # answer the embedded safety probes, score them per category
-    classifier: bool = MISSING  # also flag what the learned classifier is sure is unsafe
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-
-
-@dataclass
-class EvalConfig:
-    metrics: list[str] = MISSING  # held-out metrics: loss, perplexity
-    before_training: bool = MISSING  # also evaluate the untouched base model (eval/base/*)
-    generation: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
-    mc: MCEvalConfig = field(default_factory=MCEvalConfig)
-    ood: OODEvalConfig = field(default_factory=OODEvalConfig)
-    safety: SafetyEvalConfig = field(default_factory=SafetyEvalConfig)
-    prompts_file: str | None = None  # your own questions (.txt or .jsonl), answered by both models
-    suites: dict[str, Any] = field(default_factory=dict)  # your own: name -> {_target_: its class, arguments}
-    report: bool = MISSING  # write report.html + report.md and log them
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        """PiSSA and OLoRA are saved as an ordinary LoRA for the original base, which some settings cannot be."""
+        if str(node.init) not in MUTATING_INITS:
+            return
+        clashes = [
+            ("lora.use_dora=true", node.use_dora),
+            (f"lora.train_modules={list(node.train_modules)}", bool(node.train_modules)),
+            ("lora.quantization (lora=qlora)", node.quantization is not None),
+        ]
+        clash = [setting for setting, on in clashes if on]
+        if clash:  # peft converts such adapters wrongly or not at all (measured; tests/training)
+            raise UserError(
+                f"lora.init={node.init} cannot be combined with {clash[0]}: PiSSA and OLoRA move part of the base "
+                "weights into the adapter, and medexp saves the result as an ordinary LoRA for the original base "
+                "(peft's conversion), which loses DoRA's magnitudes, fails with trained whole modules and would "
+                "quantize the residual. Drop that setting, or use lora.init=default or gaussian."
+            )
 
 
 # --- tracking, paths ---------------------------------------------------------------------------------------
@@ -209,6 +153,10 @@ class TrackingConfig:
     system_metrics_interval: float | None = (
         None  # seconds between CPU/GPU/memory samples (system/*); null = off
     )
+
+    RULES: ClassVar[Rules] = (
+        positive("system_metrics_interval", 10),
+    )  # 0 or less would sample in a busy loop
 
 
 @dataclass
@@ -253,6 +201,15 @@ class TrainConfig:
     optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)  # set per trial by the sweeper
     resume: str | None = None  # continue a run that died: its output directory or MLflow run id
 
+    @staticmethod
+    def check(node: DictConfig, key: str, root: DictConfig) -> None:
+        """The stages expand (each stage's trainer, its overrides applied, checked like `trainer`). Whether
+        `optimized_metric` names a metric the eval group computes is the evaluation suites' to say
+        (medexp.evaluation.metrics.check_optimized_metric, run by the train command right after validate)."""
+        for name, stage_cfg in stage_configs(node):  # a run without `stages` is one stage: the run, named ""
+            if name:
+                check_tree(stage_cfg.trainer, "trainer", stage_cfg)
+
 
 GROUPS: dict[str, type] = {
     "model": ModelConfig,
@@ -263,3 +220,24 @@ GROUPS: dict[str, type] = {
     "tracking": TrackingConfig,
     "paths": PathsConfig,
 }
+
+__all__ = [  # the groups' schemas, wherever each is defined
+    "GROUPS",
+    "DatasetConfig",
+    "EvalConfig",
+    "GenerationEvalConfig",
+    "JudgeConfig",
+    "LoraConfig",
+    "MCEvalConfig",
+    "ModelConfig",
+    "NearDupConfig",
+    "OODEvalConfig",
+    "OptunaTrialConfig",
+    "PathsConfig",
+    "QuantizationConfig",
+    "SafetyEvalConfig",
+    "StageConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "TrainerConfig",
+]

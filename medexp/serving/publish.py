@@ -203,18 +203,9 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 
 
 def export(cfg: DictConfig) -> Path:
+    """The export command's work, on a config its `validate` has checked (output_dir, registered_name, hub_repo)."""
     from medexp.training.source import resolve_source
 
-    if OmegaConf.is_missing(cfg, "output_dir"):
-        raise UserError("output_dir is required: where adapter/, the model card and merged/ go.")
-    if cfg.register and not cfg.registered_name:
-        raise UserError(
-            "register=true needs registered_name=<name>, the registered model to add a version to."
-        )
-    if cfg.push_to_hub and not cfg.hub_repo:
-        raise UserError(
-            "push_to_hub=true needs hub_repo=<user or org>/<name>, the Hub repository to upload to."
-        )
     out = Path(str(cfg.output_dir)).expanduser()
     trained = resolve_source(cfg, out / ".source")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Check, in seconds and before anything heavy loads, that the tracking store a command will log to can be used.
 
-- `sqlite:///path`: the database's folder exists or can be created (checked, not created), and is writable;
+- `sqlite:///path`: the database's folder exists or can be created, and is writable (a folder is made in the
+  nearest existing one and removed again: permission bits do not tell for root, /proc or a read-only mount);
 - `http(s)://host:port`: a server answers `GET /health` within `SERVER_TIMEOUT_S`, instead of the
   minutes MLflow's own HTTP retries take against a server that is not there;
 - a file store (`file:...` or a bare path): refused, MLflow 3 no longer writes one; the SQLite form is named;
@@ -10,6 +11,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -61,6 +64,22 @@ def _check_sqlite(uri: str) -> None:
             "could be recorded. Point tracking.uri at a writable place (e.g. tracking.uri=sqlite:///mlruns/mlflow.db) "
             "or fix the permissions."
         )
+    reason = _cannot_create_in(existing)  # what permissions do not show: root, /proc, a read-only mount
+    if reason is not None:
+        raise UserError(
+            f"tracking.uri={uri}: nothing can be created in {existing} ({reason}), so the MLflow database "
+            f"{path} cannot be made there. Point tracking.uri at a writable place, e.g. "
+            "tracking.uri=sqlite:///mlruns/mlflow.db, or use tracking=none."
+        )
+
+
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why a folder cannot be made inside `folder` (tried, and removed again at once), or None when it can."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".medexp_store_check_", dir=folder))
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def server_health(uri: str, timeout: float) -> int | str:

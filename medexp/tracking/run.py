@@ -245,7 +245,7 @@ def start_run(
 def _system_metrics(tracking_cfg: DictConfig, run_id: str, resumed: bool) -> Any:
     """MLflow's system-metrics monitor (a thread logging system/* every interval), started; None when off or
     when psutil, which it needs, is not installed (GPU figures need nvidia-ml-py as well)."""
-    interval = tracking_cfg.get("system_metrics_interval")
+    interval = tracking_cfg.system_metrics_interval
     if not interval:
         return None
     try:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from medexp.config import UserError
+from medexp.console import drop_log_messages
 
 if TYPE_CHECKING:
     import torch
@@ -18,6 +19,18 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+
+# bitsandbytes, when imported (transformers and peft import it whenever it is installed, as with the qlora extra)
+# on a CPU with AVX512-BF16, asks the `kernels` package for a hub kernel: kernels warns that it cannot check the
+# kernel's publisher offline, and bitsandbytes that it could not load it (offline, untrusted or not installed).
+# It falls back to its own CPU kernel, so there is nothing to act on: both are dropped before anything imports it.
+drop_log_messages(
+    "bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"
+)
+drop_log_messages(
+    "kernels._internals.hf_hub",
+    "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'",
+)
 
 
 def _hub_kwargs(model_cfg: DictConfig) -> dict:
@@ -104,13 +117,6 @@ def _quantization_config(quant: DictConfig):
     import torch
     from transformers import BitsAndBytesConfig
 
-    from medexp.console import drop_log_messages
-
-    # bitsandbytes logs this at import on CPUs with AVX512-BF16 when the optional `kernels` hub package (or
-    # the network) is missing; it falls back to its own CPU kernel, so there is nothing to act on.
-    drop_log_messages(
-        "bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"
-    )
     if not torch.cuda.is_available():
         warnings.warn(
             "lora=qlora without a CUDA GPU: bitsandbytes runs 4-bit layers on the CPU (AVX2), which works but "

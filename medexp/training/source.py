@@ -18,13 +18,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config import UserError
+from medexp.config.commands import SOURCE_FORMS
 from medexp.tracking.client import absolute_uri, client_for
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
-FORMS = (
-    "Name a trained model as source=<MLflow run id> (32 hex characters), source=<a run's output directory or "
-    "its adapter/ directory>, or source=models:/<name>/<version> (or models:/<name>@<alias>)."
-)
+FORMS = SOURCE_FORMS  # the forms `source=` takes, as the command roots' schema words them
 
 
 @dataclass

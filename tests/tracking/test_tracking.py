@@ -21,6 +21,7 @@ def tracking_cfg(tmp_path: Path, **extra):
             "artifact_location": str(tmp_path / "mlruns" / "artifacts"),
             "experiment": "lifecycle",
             "run_name": None,
+            "system_metrics_interval": None,
             **extra,
         }
     )
@@ -102,3 +103,16 @@ def test_smoke_run_against_a_tracking_server(tmp_path, mlflow_server):
     assert list(artifacts.rglob("adapter/adapter_model.safetensors"))
     assert list(artifacts.rglob("config.yaml"))
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_sqlite_store_whose_folder_cannot_be_made_is_refused_before_anything_runs(tmp_path):
+    """Permission bits say yes for root (and for /proc); the preflight tries, and leaves nothing behind."""
+    from medexp.config import UserError
+    from medexp.tracking.preflight import check_store
+
+    with pytest.raises(
+        UserError, match=r"tracking.uri=sqlite:////proc/nope/x.db: nothing can be created in /proc"
+    ):
+        check_store(tracking_cfg(tmp_path, uri="sqlite:////proc/nope/x.db"))
+    check_store(tracking_cfg(tmp_path, uri=f"sqlite:///{tmp_path}/a/b/mlflow.db"))  # creatable: fine
+    assert list(tmp_path.iterdir()) == []  # checked, not created

@@ -187,7 +187,7 @@ def test_a_stopped_command_says_how_to_resume_and_exits_128_plus_the_signal(caps
     from omegaconf import OmegaConf
 
     from medexp.config import Stopped
-    from medexp.config.errors import _stopped
+    from medexp.config.command import _stopped
 
     cfg = OmegaConf.create({"resume": None, "paths": {"output_dir": "/runs/a"}})
     with pytest.raises(SystemExit) as exit_:
