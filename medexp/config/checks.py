@@ -299,12 +299,7 @@ def _validate_dataset(cfg: DictConfig, key: str = "dataset") -> None:
             "Give the path of a local .csv, .json, .jsonl or .parquet file, relative to the directory you "
             "launch from."
         )
-    readable = (*LOCAL_FILE_SUFFIXES, ".txt") if d.kind == "text" else LOCAL_FILE_SUFFIXES
-    if path.suffix.lower() not in readable:
-        raise UserError(
-            f"{key}.path={d.path!r} has suffix {path.suffix!r}, which medexp cannot read as dataset.kind="
-            f"{d.kind}. Use one of {', '.join(readable)}."
-        )
+    # the file's suffix is checked by the reader of its kind (medexp.data.readers), after validate
 
 
 def _validate_model(cfg: DictConfig) -> None:

@@ -21,14 +21,12 @@ from medexp.config.choices import (
     AttnImplementation,
     Batching,
     ComputeDtype,
-    DatasetKind,
     LoraBias,
     LoraInit,
     ModelDtype,
     Precision,
     PreferenceLoss,
     QuantType,
-    StageKind,
 )
 
 
@@ -63,7 +61,7 @@ class DatasetConfig:
     input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
     decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
     messages_field: str | None = None  # multi-turn chats (OpenAI messages / ShareGPT); null = detect
-    kind: DatasetKind = MISSING  # qa, multiple_choice, text (continued pretraining) or preference (DPO)
+    kind: str = MISSING  # qa, multiple_choice, conversation, text, preference (medexp.data.readers)
     text_field: str | None = (
         None  # text: the column holding each document; null = detect (text, content, ...)
     )
@@ -223,9 +221,7 @@ class PathsConfig:
 @dataclass
 class StageConfig:
     dataset: DatasetConfig = MISSING  # the stage's data: +dataset@stages.<name>.dataset=<option>
-    kind: StageKind | None = (
-        None  # sft, pretrain or dpo; null = from the data (text -> pretrain, preference -> dpo)
-    )
+    kind: str | None = None  # sft, pretrain, dpo (medexp.training.methods); null = its data's default kind
     trainer: dict[str, Any] = field(default_factory=dict)  # trainer settings this stage changes
 
 

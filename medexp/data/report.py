@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from medexp.data.prepare import PreparedData
+from medexp.data.prepared import PreparedData
 from medexp.tracking import Tracker
 
 
