@@ -24,6 +24,7 @@ class Reader:
     """One data format (`dataset.kind=<kind>`)."""
 
     kind: str
+    record: type  # the record type its rows become (medexp.data.records): what a stage kind trains on
     # (dataset node, its key for messages, e.g. "mixture.safety") -> the records, bad rows dropped by reason
     read: Callable[[DictConfig, str], RawRecords]
     # (raw, dataset node, tokenizer, seed, mixture sources) -> tokenized splits; what a stage without its own

@@ -141,6 +141,7 @@ def _content(value: Any) -> str | None:
 
 READER = Reader(
     kind="conversation",
+    record=QAPair,
     read=read_conversations,
     prepare=prepare_pairs,
     describe="conversations",

@@ -66,6 +66,7 @@ def _options_field(
 
 READER = Reader(
     kind="multiple_choice",
+    record=QAPair,
     read=read_multiple_choice,
     prepare=prepare_pairs,
     describe="multiple-choice questions",

@@ -60,6 +60,7 @@ def _nonempty(raw: RawRecords, dataset_cfg: DictConfig, key: str) -> RawRecords:
 
 READER = Reader(
     kind="preference",
+    record=PreferencePair,
     read=read_preferences,
     prepare=prepare_preferences,
     describe="preference data",

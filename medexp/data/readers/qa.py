@@ -136,5 +136,10 @@ def _sequence(value: Any) -> list[Any]:
 
 
 READER = Reader(
-    kind="qa", read=read_qa, prepare=prepare_pairs, describe="question-answer pairs", mixable=True
+    kind="qa",
+    record=QAPair,
+    read=read_qa,
+    prepare=prepare_pairs,
+    describe="question-answer pairs",
+    mixable=True,
 )

@@ -70,6 +70,7 @@ def _nonempty(raw: RawRecords, dataset_cfg: DictConfig, key: str) -> RawRecords:
 
 READER = Reader(
     kind="text",
+    record=Document,
     read=read_documents,
     prepare=prepare_text,
     describe="plain text",

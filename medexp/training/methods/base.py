@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from medexp.data.prepare import prepare_data
 from medexp.data.prepared import PreparedData
+from medexp.data.readers import READERS
 from medexp.data.rows import RawRecords, Source
 
 
@@ -22,16 +23,24 @@ class StageKind:
     config checks import every kind."""
 
     name: ClassVar[str]  # what stages.<name>.kind says
-    data_kinds: ClassVar[tuple[str, ...]]  # the dataset.kind values it trains on
-    default_for: ClassVar[tuple[str, ...]] = ()  # data kinds whose stages get this kind when `kind` is unset
-    needs: ClassVar[str] = ""  # the data it takes, as a refusal words it; "" = dataset.kind=<data_kinds>
+    # The record types it trains on (medexp.data.records), like TRL's dataset types: every data format whose
+    # reader yields one of them (dataset.kind=qa, multiple_choice, conversation all yield QAPair).
+    records: ClassVar[tuple[type, ...]]
+    default_for: ClassVar[
+        tuple[type, ...]
+    ] = ()  # record types whose stages get this kind when `kind` is unset
+    needs: ClassVar[str] = ""  # the data it takes, as a refusal words it; "" = the dataset.kind values
     verb: ClassVar[str] = "Train"  # "<verb> on it in a stage of its own", said of such data in a mixture
     perplexity: ClassVar[bool] = True  # held-out loss and perplexity (eval.metrics) before and after it
     safety_probes: ClassVar[bool] = False  # eval.safety's probes' pass rate before and after it
     logs: ClassVar[tuple[str, ...]] = ("loss", "eval_loss")  # what its trainer logs per step, for the console
 
     def describe_needs(self) -> str:
-        return self.needs or " or ".join(f"dataset.kind={k}" for k in self.data_kinds)
+        """The data it takes, as a refusal words it: `needs`, else the formats whose records it trains on."""
+        kinds = [r.kind for r in READERS.values() if r.record in self.records]
+        return (
+            self.needs or " or ".join(f"dataset.kind={k}" for k in kinds) or "data medexp has no reader for"
+        )
 
     def own_stage_hint(self) -> str:
         """How to train on this kind's data when someone put it in a mixture."""

@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from medexp.data.prepared import PreparedData
+from medexp.data.records import PreferencePair
 from medexp.training.methods.base import StageKind
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 class DPO(StageKind):
     name = "dpo"
-    data_kinds = ("preference",)
-    default_for = ("preference",)
+    records = (PreferencePair,)
+    default_for = (PreferencePair,)
     needs = "dataset.kind=preference (prompt, chosen, rejected)"
     verb = "Tune"
     perplexity = False

@@ -6,13 +6,14 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from medexp.config import UserError
+from medexp.data.records import Document
 from medexp.training.methods.sft import SFT
 
 
 class Pretrain(SFT):
     name = "pretrain"
-    data_kinds = ("text",)
-    default_for = ("text",)
+    records = (Document,)
+    default_for = (Document,)
     needs = "dataset.kind=text"
     verb = "Pretrain"
 

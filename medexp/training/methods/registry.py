@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from medexp.config.errors import UserError, did_you_mean
 from medexp.config.stages import stage_configs
-from medexp.data.readers import check_sources, reader_for
+from medexp.data.readers import Reader, check_sources, reader_for
 from medexp.training.methods.base import StageKind
 from medexp.training.methods.dpo import DPO
 from medexp.training.methods.pretrain import Pretrain
@@ -45,14 +45,15 @@ def get_kind(name: str, key: str = "kind") -> StageKind:
     return kind
 
 
-def default_kind(data_kind: str, key: str) -> StageKind:
-    """The kind a stage on `data_kind` data trains with when its `kind` is not set."""
+def default_kind(reader: Reader, key: str) -> StageKind:
+    """The kind a stage on the reader's data trains with when its `kind` is not set: the first registered
+    whose `default_for` holds the reader's record type."""
     for kind in KINDS.values():
-        if data_kind in kind.default_for:
+        if reader.record in kind.default_for:
             return kind
     raise UserError(
-        f"No stage kind trains {key}.kind={data_kind} by default. Name one for the stage with "
-        f"stages.<name>.kind=<kind> (known: {', '.join(KINDS)})."
+        f"No stage kind trains {key}.kind={reader.kind} ({reader.record.__name__} records) by default. Name "
+        f"one for the stage with stages.<name>.kind=<kind> (known: {', '.join(KINDS)})."
     )
 
 
@@ -63,15 +64,15 @@ def check_stages(cfg: DictConfig) -> list[PlannedStage]:
     plans = []
     for name, stage_cfg in stage_configs(cfg):
         declared = cfg.stages[name].kind if name else None
-        data_kind = str(stage_cfg.dataset.kind)
+        reader = reader_for(stage_cfg.dataset.kind)  # known: check_sources refused unknown kinds
         if declared is None:
-            kind = default_kind(data_kind, f"stages.{name}.dataset" if name else "dataset")
+            kind = default_kind(reader, f"stages.{name}.dataset" if name else "dataset")
         else:
             kind = get_kind(declared, f"stages.{name}.kind")
-        if data_kind not in kind.data_kinds:
+        if reader.record not in kind.records:
             raise UserError(
                 f"stages.{name}.kind={kind.name} needs {kind.describe_needs()}, but its dataset has kind "
-                f"{data_kind}. Give the stage matching data (e.g. +dataset@stages.{name}.dataset=pretrain_sample "
+                f"{reader.kind}. Give the stage matching data (e.g. +dataset@stages.{name}.dataset=pretrain_sample "
                 f"for pretraining), or drop stages.{name}.kind to take the kind from the data."
             )
         plans.append(PlannedStage(name, stage_cfg, kind))
@@ -86,7 +87,7 @@ def _check_mixture(cfg: DictConfig) -> None:
     for name, node in cfg.mixture.items():
         reader = reader_for(node.kind, f"mixture.{name}")
         if not reader.mixable:
-            hint = default_kind(reader.kind, f"mixture.{name}").own_stage_hint()
+            hint = default_kind(reader, f"mixture.{name}").own_stage_hint()
             raise UserError(
                 f"mixture.{name} is {reader.describe} (kind {reader.kind}), but a mixture is mixed into "
                 f"supervised stages as question-answer pairs. {hint}"

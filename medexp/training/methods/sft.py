@@ -9,13 +9,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from medexp.data.prepared import PreparedData
+from medexp.data.records import QAPair
 from medexp.training.methods.base import StageKind
 
 
 class SFT(StageKind):
     name = "sft"
-    data_kinds = ("qa", "multiple_choice", "conversation")
-    default_for = ("qa", "multiple_choice", "conversation")
+    records = (QAPair,)
+    default_for = (QAPair,)
     needs = "question-answer data (qa, multiple_choice, conversation)"
 
     def build_trainer(
