@@ -66,7 +66,7 @@ def find_run(
     else:
         raise UserError(f"resume={address!r} is neither an existing directory nor an MLflow run id. {FORMS}")
     found = _read_run(run_dir.resolve(), address)
-    if trial is not None and trial.get("trial") is not None:
+    if trial is not None and trial.trial is not None:
         found.config.optuna = trial
     return found
 
