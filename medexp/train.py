@@ -1,38 +1,29 @@
 """Train one tracked LoRA run: `python -m medexp.train [group=option ...] [key=value ...]`.
 
-The flow, top to bottom: validate the composed config -> read and clean the data (every stage and mixture
-source) -> tokenizer -> chat-format, deduplicate, length-filter, split and weight -> open the MLflow run (params,
-config) -> base model + LoRA -> per stage (a plain run is one stage): data report -> evaluate the starting
-model -> train -> evaluate the best checkpoint -> save and log the adapter -> return the optimized metric.
-Stages each get a child MLflow run and continue from the previous stage's adapter.
-"""
+The flow, top to bottom: validate the config and each stage's kind against its data -> read the data -> prepare
+it as each stage's kind does -> open the MLflow run -> base model + LoRA -> per stage (a plain run is one, named
+stages a child MLflow run each, continuing the previous adapter): train and evaluate as its kind says -> the eval
+suites on the final model -> return the optimized metric."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from medexp.config import UserError, command, exit_with, task_overrides, validate
 from medexp.config.runtime import check_launch, is_main_process
 from medexp.console import announce_choices
+from medexp.training.stage import RunResult  # what train() returns
+
+if TYPE_CHECKING:
+    from medexp.training.methods import PlannedStage
+    from medexp.training.stage import RunContext, StageOutcome
 
 log = logging.getLogger("medexp.train")
-
-
-@dataclass
-class RunResult:
-    metrics: dict[str, float]
-    output_dir: Path
-    adapter_dir: Path
-    run_id: str | None = None
-    pruned_at: int | None = None  # the step at which an Optuna trial was pruned
-    model: Any = field(default=None, repr=False)  # the trained PEFT model, for callers that keep going
 
 
 def train(cfg: DictConfig) -> RunResult:
@@ -40,72 +31,54 @@ def train(cfg: DictConfig) -> RunResult:
 
     With `resume=<run dir or run id>`, the flow is the same, on that run's saved config: finished stages are
     skipped, the current one continues from its last checkpoint, in the same directory and MLflow run."""
-    _validate(cfg)
-    resuming = bool(cfg.resume)
-    if resuming:
+    plans = _checked(cfg)  # each stage with its kind (medexp.training.methods); a plain run is one stage
+    found = None
+    if cfg.resume:
         from medexp.training.resume import find_run
 
-        found = find_run(cfg.resume, str(cfg.tracking.uri), task_overrides(), cfg.get("optuna"))
+        found = find_run(cfg.resume, str(cfg.tracking.uri), task_overrides(), cfg.optuna)
         if found.finished:
             log.info("the run in %s finished already: nothing to resume", found.run_dir)
             return RunResult(found.metrics, found.run_dir, found.run_dir / "adapter", found.run_id)
         log.info("resuming the run in %s", found.run_dir)
         cfg = found.config
-        _validate(cfg)
-    check_launch()
-    main_process = is_main_process()  # torchrun / accelerate: only rank 0 tracks, writes reports and adapters
-    if main_process:
-        announce_choices()  # the run's first line: which option of each config group it composed
-    else:
-        logging.getLogger("medexp").setLevel(logging.WARNING)  # one console voice per launch
-    from medexp.config import stage_configs
-    from medexp.data import load_mixture, load_pairs, prepare_data
-    from medexp.evaluation.suites import check_inputs
-    from medexp.training.preflight import preflight
-
-    check_inputs(cfg.eval)
+        plans = _checked(cfg)
+    main_process = _announce()
     output_dir = Path(cfg.paths.output_dir)
-    preflight(cfg, output_dir)  # store, output folder, offline model, module names: in seconds
-
-    # Read + find columns + drop empty rows for every source: bad data fails before any model is loaded.
-    stages = stage_configs(cfg)  # [("", cfg)] for a plain run; one config per stage otherwise
-    mixture = load_mixture(cfg)  # extra datasets trained with each stage's own, by weight
-    raws = [load_pairs(s.dataset, f"stages.{name}.dataset" if name else "dataset") for name, s in stages]
+    raws, mixture = _read_sources(cfg, plans, output_dir)
 
     # Heavy imports only now that the config and the data are known to be sound.
     from transformers import set_seed
 
-    from medexp.evaluation.pipeline import evaluate_and_report
     from medexp.evaluation.suites import safety_pass_rate
     from medexp.sweep.trial import connect_trial
     from medexp.tracking import flatten, run_tags, start_run
-    from medexp.training.adapter_init import save_adapter
     from medexp.training.model import load_model, load_tokenizer, resolve_precision
-    from medexp.training.resume import record_run
-    from medexp.training.stage import Stage, run_stage
+    from medexp.training.run_record import record_run
+    from medexp.training.stage import RunContext, train_stages
 
-    precision = resolve_precision(cfg.trainer.precision)
-    tokenizer = load_tokenizer(cfg.model)
+    precision, tokenizer = resolve_precision(cfg.trainer.precision), load_tokenizer(cfg.model)
+    # each stage's rows as its kind prepares them: chat-formatted pairs, packed text, preference conversations
     datas = [
-        prepare_data(raw, s.dataset, tokenizer, cfg.seed, mixture)
-        for raw, (_, s) in zip(raws, stages, strict=True)
+        p.kind.prepare(raw, p.cfg.dataset, tokenizer, cfg.seed, mixture)
+        for raw, p in zip(raws, plans, strict=True)
     ]
-    trial = connect_trial(cfg.get("optuna"))  # the Optuna trial this run is, in a sweep; else None
+    trial = connect_trial(cfg.optuna)  # the Optuna trial this run is, in a sweep; else None
 
     config_path = output_dir / "config.yaml"
-    if main_process and not resuming:
+    if main_process and found is None:
         OmegaConf.save(cfg, config_path, resolve=True)
-    tags = run_tags(cfg, stages, [d.fingerprint for d in datas], task_overrides())
+    tags = run_tags(cfg, [(p.name, p.cfg) for p in plans], [d.fingerprint for d in datas], task_overrides())
     if trial is not None:
         tags |= trial.run_tags()
     run_name = f"trial_{trial.number}" if trial is not None else None
-    resume_id = found.run_id if resuming else None  # run.json as find_run read it
+    resume_id = found.run_id if found is not None else None  # run.json as find_run read it
     # a store lost mid-run: what the run could not send waits in its directory (medexp.sync sends it)
     spool_dir = output_dir if main_process else None
     with start_run(cfg.tracking, tags, run_name, resume=resume_id, spool_dir=spool_dir) as tracker:
         # Lets `source=`/`resume=` find the run again from its output dir (medexp.evaluate, export, ...).
         record_run(output_dir, tracker.run_id, cfg.tracking)
-        if not resuming:
+        if found is None:
             tracker.log_params(flatten(cfg))
             tracker.log_artifact(config_path)
         if trial is not None:
@@ -114,59 +87,78 @@ def train(cfg: DictConfig) -> RunResult:
         # Seeded here, not earlier: MLflow draws generated run names from the same global RNG.
         set_seed(cfg.seed)
         model = load_model(cfg.model, cfg.lora, precision, cfg.trainer.gradient_checkpointing)
-        metrics: dict[str, float] = {}
-        steps = 0
-        for i, ((name, stage_cfg), data) in enumerate(zip(stages, datas, strict=True)):
-            last = i == len(stages) - 1
-            stage = Stage(
-                name=name,
-                cfg=stage_cfg,
-                data=data,
-                output_dir=output_dir / "stages" / name if name else output_dir,
-                base_eval=i == 0 and bool(cfg.eval.before_training),  # the untouched model, before stage 1
-                trial=trial if last else None,  # a sweep prunes on the final stage's eval_loss only
-                resume=resuming,
-                safety_check=partial(safety_pass_rate, stage_cfg, tokenizer=tokenizer),  # dpo stages
-            )
-            outcome = run_stage(stage, model, tokenizer, precision, tracker, (i + 1, len(stages)), tags)
-            model = outcome.model  # the next stage continues from this stage's (best) adapter
-            metrics = outcome.metrics
-            steps += outcome.steps
-
-        if len(stages) > 1:  # the parent run carries the final stage's metrics and the final adapter
-            tracker.log_metrics({k: v for k, v in metrics.items() if k != "eval_loss"}, step=steps)
-            tracker.log_metrics({"eval_loss": metrics["eval_loss"]}, step=steps)
-        adapter_dir = output_dir / "adapter"
-        if (
-            not main_process
-        ):  # the other ranks' part ends with training (every evaluation in it is collective)
-            return RunResult(metrics, output_dir, adapter_dir)
-        # Generation, multiple choice, out-of-domain and safety suites: once, on the final model.
-        metrics |= evaluate_and_report(
-            stages[-1][1], model, tokenizer, datas[-1], metrics, outcome.curves, output_dir, tracker, steps
+        # the safety probes (evaluation's) are handed in for the stage kinds that measure them (dpo)
+        run = RunContext(
+            cfg, output_dir, tokenizer, precision, tracker, trial, bool(found), tags, safety_pass_rate
         )
-        if len(stages) > 1 or not (adapter_dir / "adapter_config.json").exists():
-            save_adapter(model, adapter_dir)
-            tokenizer.save_pretrained(adapter_dir)
-        if len(stages) > 1 and cfg.tracking.get("log_adapter", False):
-            tracker.log_artifacts(adapter_dir, "adapter")
-        if trial is not None:
-            trial.finish(tracker, steps=steps, metrics=metrics)
+        outcome, steps = train_stages(run, plans, datas, model)  # each continues the previous one's adapter
+        metrics, adapter_dir = outcome.metrics, output_dir / "adapter"
+        if not main_process:  # the other ranks stop after training (every evaluation in it is collective)
+            return RunResult(metrics, output_dir, adapter_dir)
+        metrics |= _finish(run, plans, datas[-1], outcome, steps)
     record_run(output_dir, tracker.run_id, cfg.tracking, finished=True, metrics=metrics)  # resume= says: done
 
     from medexp.tracking.summary import run_summary
 
     log.info("%s", run_summary(cfg, metrics, output_dir, adapter_dir, tracker))
     pruned_at = trial.pruned_at if trial is not None else None
-    return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, pruned_at, model)
+    return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, pruned_at, outcome.model)
 
 
-def _validate(cfg: DictConfig) -> None:
-    """The train command's checks, all before anything heavy: the config, then the metric it optimizes."""
+def _checked(cfg: DictConfig) -> list[PlannedStage]:
+    """Refuse a bad config in one paragraph before anything heavy: values, the metric it optimizes (the
+    evaluation suites say which metrics a run computes), then readers and stage kinds."""
     from medexp.evaluation.metrics import check_optimized_metric
+    from medexp.training.methods import check_stages
 
     validate(cfg)
-    check_optimized_metric(cfg)  # the suites say which metrics a run computes: config cannot know them
+    check_optimized_metric(cfg)
+    return check_stages(cfg)
+
+
+def _announce() -> bool:
+    """Whether this is the main process (rank 0 alone tracks and writes), which prints the config choices line."""
+    check_launch()
+    if is_main_process():
+        announce_choices()
+        return True
+    logging.getLogger("medexp").setLevel(logging.WARNING)  # one console voice per launch
+    return False
+
+
+def _read_sources(cfg: DictConfig, plans: list[PlannedStage], output_dir: Path) -> tuple[list, list]:
+    """Each stage's rows and the mixture's, read and cheaply cleaned: bad data fails before a model is loaded."""
+    from medexp.data import load_mixture, load_pairs
+    from medexp.evaluation.suites import check_inputs
+    from medexp.training.preflight import preflight
+
+    check_inputs(cfg.eval)
+    preflight(cfg, output_dir)  # store, output folder, offline model, module names: in seconds
+    mixture = load_mixture(cfg)  # extra datasets trained with each sft stage's own, by weight
+    raws = [load_pairs(p.cfg.dataset, f"stages.{p.name}.dataset" if p.name else "dataset") for p in plans]
+    return raws, mixture
+
+
+def _finish(
+    run: RunContext, plans: list[PlannedStage], data: Any, outcome: StageOutcome, steps: int
+) -> dict[str, float]:
+    """The eval suites once, on the final model; the final adapter saved; the sweep trial told; all metrics."""
+    from medexp.evaluation.pipeline import evaluate_and_report
+    from medexp.training.adapter_init import save_adapter
+
+    model, tracker, held_out = outcome.model, run.tracker, outcome.metrics
+    adapter_dir = run.output_dir / "adapter"
+    metrics = held_out | evaluate_and_report(
+        plans[-1].cfg, model, run.tokenizer, data, held_out, outcome.curves, run.output_dir, tracker, steps
+    )
+    if len(plans) > 1 or not (adapter_dir / "adapter_config.json").exists():
+        save_adapter(model, adapter_dir)
+        run.tokenizer.save_pretrained(adapter_dir)
+    if len(plans) > 1 and run.cfg.tracking.log_adapter:
+        tracker.log_artifacts(adapter_dir, "adapter")
+    if run.trial is not None:
+        run.trial.finish(tracker, steps=steps, metrics=metrics)
+    return metrics
 
 
 @command("train")

@@ -41,7 +41,8 @@ def run_cli(
 
 def config_error(overrides: list[str], tmp_path: Path) -> str:
     """The one paragraph `python -m medexp.train *overrides` would refuse with: from composing the config
-    (unknown key, wrong type) or from validating it (ranges, cross-field rules); "" if it is accepted."""
+    (unknown key, wrong type), from validating it (ranges, cross-field rules) or from the readers' and stage
+    kinds' checks (a kind against its data); "" if it is accepted."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -51,8 +52,11 @@ def config_error(overrides: list[str], tmp_path: Path) -> str:
         cfg = compose_config(overrides, tmp_path)
     except (HydraException, OmegaConfBaseException) as err:
         return describe_config_error(err)
+    from medexp.training.methods import check_stages
+
     try:
         validate(cfg)
+        check_stages(cfg)  # every source's reader and every stage's kind, as train() checks right after
     except UserError as err:
         return str(err)
     return ""

@@ -17,11 +17,14 @@ import pytest
 import yaml
 
 from medexp.config import choices, commands, schema
+from medexp.config import dataset as dataset_schema
+from medexp.config import evaluation as eval_schema
+from medexp.config import trainer as trainer_schema
 from medexp.sweep import schema as sweep_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = ROOT / "docs" / "hooks"
-SCHEMA_MODULES = (schema, commands, sweep_schema)
+SCHEMA_MODULES = (schema, dataset_schema, trainer_schema, eval_schema, commands, sweep_schema)
 
 
 @pytest.fixture(scope="module")
@@ -120,30 +123,30 @@ def test_the_generator_reads_whatever_the_schema_grows(hook, tmp_path):
     """Range rules and check methods beside the fields are passed over; a former enum typed `str` still renders."""
     for part in ("medexp/config", "medexp/sweep", "conf"):
         shutil.copytree(ROOT / part, tmp_path / part, symlinks=True)
-    path = tmp_path / "medexp" / "config" / "schema.py"
-    text = path.read_text()
-    text = text.replace(
-        "    precision: Precision = MISSING  #", "    precision: str = MISSING  # was an enum;"
-    )
+    path = tmp_path / "medexp" / "config" / "trainer.py"
     rules = (
+        "    precision: str = MISSING  # was an enum;\n"
         '    RULES: ClassVar[Rules] = (positive("batch_size", 8),)  # range checks: not a field\n'
         "    SHARED: ClassVar[int] = 3\n\n"
         "    @staticmethod\n"
         "    def check(node: Any, key: str, root: Any) -> None:\n"
         '        """Cross-field rules."""\n\n'
         "    def helper(self) -> int:\n"
-        "        return 1\n\n\n"
-        "# --- eval"
+        "        return 1\n\n"
     )
-    text = text.replace("\n\n# --- eval", "\n" + rules, 1)
-    text = text.replace(
+    text = re.sub(
+        r"    precision: Precision = MISSING  #[^\n]*\n", lambda _: rules, path.read_text(), count=1
+    )
+    path.write_text(text)
+    path = tmp_path / "medexp" / "config" / "schema.py"
+    text = path.read_text().replace(
         "class LoraConfig:\n", "class LoraConfig:\n    new_field: int = 7  # added by someone else\n"
     )
     path.write_text(text)
 
     page = hook.generate(tmp_path)
     assert not any(key.split(".")[-1] in ("RULES", "SHARED", "check", "helper") for key in rows_of(page))
-    assert row(page, "trainer.precision").startswith("| `trainer.precision` | `str` | was an enum;")
+    assert row(page, "trainer.precision").startswith("| `trainer.precision` | `str` | was an enum")
     assert row(page, "trainer.precision").endswith("| `auto` | `fp32` |")
     assert "| `lora.new_field` | `int` | added by someone else | `7` | `7` |" in row(page, "lora.new_field")
 

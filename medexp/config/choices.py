@@ -46,19 +46,6 @@ class ModelDtype(Choice):
     float16 = "float16"
 
 
-class DatasetKind(Choice):
-    qa = "qa"  # question -> answer pairs
-    multiple_choice = "multiple_choice"  # question + options -> the correct option
-    text = "text"  # plain documents for continued pretraining: packed blocks, loss on every token
-    preference = "preference"  # prompt, chosen and rejected answers, for DPO stages
-
-
-class StageKind(Choice):
-    sft = "sft"  # supervised tuning on chat-formatted pairs, loss on the answer tokens
-    pretrain = "pretrain"  # continued pretraining on plain text (dataset.kind=text), loss on every token
-    dpo = "dpo"  # preference tuning (dataset.kind=preference) with the stage's starting model as reference
-
-
 class PreferenceLoss(Choice):
     sigmoid = "sigmoid"  # DPO (Rafailov et al. 2023)
     ipo = "ipo"  # IPO: a squared loss that does not push the margin to infinity on separable pairs

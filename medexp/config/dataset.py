@@ -9,7 +9,6 @@ from typing import ClassVar
 
 from omegaconf import MISSING, DictConfig
 
-from medexp.config.choices import DatasetKind
 from medexp.config.errors import UserError
 from medexp.config.rules import Rules, positive, require
 
@@ -45,7 +44,7 @@ class DatasetConfig:
     input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
     decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
     messages_field: str | None = None  # multi-turn chats (OpenAI messages / ShareGPT); null = detect
-    kind: DatasetKind = MISSING  # qa, multiple_choice, text (continued pretraining) or preference (DPO)
+    kind: str = MISSING  # qa, multiple_choice, conversation, text, preference (medexp.data.readers)
     text_field: str | None = (
         None  # text: the column holding each document; null = detect (text, content, ...)
     )
@@ -114,9 +113,4 @@ class DatasetConfig:
                 "Give the path of a local .csv, .json, .jsonl or .parquet file, relative to the directory you "
                 "launch from."
             )
-        readable = (*LOCAL_FILE_SUFFIXES, ".txt") if node.kind == "text" else LOCAL_FILE_SUFFIXES
-        if path.suffix.lower() not in readable:
-            raise UserError(
-                f"{key}.path={node.path!r} has suffix {path.suffix!r}, which medexp cannot read as dataset.kind="
-                f"{node.kind}. Use one of {', '.join(readable)}."
-            )
+        # the file's suffix is checked by the reader of its kind (medexp.data.readers), after validate

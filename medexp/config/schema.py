@@ -33,7 +33,6 @@ from medexp.config.choices import (
     LoraInit,
     ModelDtype,
     QuantType,
-    StageKind,
 )
 from medexp.config.dataset import DatasetConfig, NearDupConfig
 from medexp.config.errors import UserError
@@ -172,9 +171,7 @@ class PathsConfig:
 @dataclass
 class StageConfig:
     dataset: DatasetConfig = MISSING  # the stage's data: +dataset@stages.<name>.dataset=<option>
-    kind: StageKind | None = (
-        None  # sft, pretrain or dpo; null = from the data (text -> pretrain, preference -> dpo)
-    )
+    kind: str | None = None  # sft, pretrain, dpo (medexp.training.methods); null = its data's default kind
     trainer: dict[str, Any] = field(default_factory=dict)  # trainer settings this stage changes
 
 

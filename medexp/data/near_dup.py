@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from medexp.config import UserError
 from medexp.data.multiple_choice import match_key
+
+R = TypeVar("R", bound=tuple)
 
 
 def shingles(text: str, words: int) -> set[bytes]:
@@ -21,16 +26,17 @@ def jaccard(a: str, b: str, words: int = 3) -> float:
 
 
 def drop_near_duplicates(
-    pairs: list[tuple[str, str]], threshold: float, num_perm: int = 128, words: int = 3
-) -> tuple[list[tuple[str, str]], int]:
-    """Pairs whose question + answer has a Jaccard similarity >= threshold to an earlier kept pair are dropped.
+    records: Sequence[R], threshold: float, num_perm: int = 128, words: int = 3
+) -> tuple[list[R], int]:
+    """Records (tuples of texts: a question and answer, a preference row, a document) whose texts together have
+    a Jaccard similarity >= threshold to an earlier kept record are dropped.
 
     MinHash LSH proposes candidates (pairs whose similarity is near or above the threshold are found with high
     probability; more num_perm, fewer misses); each candidate is confirmed on the exact Jaccard similarity of
     the shingle sets, so nothing below the threshold is ever dropped. Deterministic: fixed MinHash seed."""
     from datasketch import MinHash, MinHashLSH
 
-    sets = [shingles(f"{q} {a}", words) for q, a in pairs]
+    sets = [shingles(" ".join(record), words) for record in records]
     signatures = MinHash.bulk(sets, num_perm=num_perm, seed=1)
     try:
         # Bands tuned for recall (false negatives weighted 0.95): candidates are confirmed exactly below, so a
@@ -43,11 +49,11 @@ def drop_near_duplicates(
             "the threshold (0.9 is typical) or raise num_perm (e.g. 256); exact duplicates are already removed "
             "by dataset.dedup."
         ) from None
-    kept: list[tuple[str, str]] = []
-    for i, (pair, signature) in enumerate(zip(pairs, signatures, strict=True)):
+    kept: list[R] = []
+    for i, (record, signature) in enumerate(zip(records, signatures, strict=True)):
         candidates = lsh.query(signature)
         if any(len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= threshold for j in candidates):
             continue
         lsh.insert(i, signature)
-        kept.append(pair)
-    return kept, len(pairs) - len(kept)
+        kept.append(record)
+    return kept, len(records) - len(kept)

@@ -1,8 +1,8 @@
 """The data report of a run: counts as metrics, a token-length histogram, a JSON summary and MLflow dataset inputs.
 
 Logged into the run (or a stage's run) by `log_data_report`, so every run shows in the MLflow UI what it
-trained on: `data/rows_in`, `data/rows_kept`, `data/dropped/<reason>`, `data/token_lengths.png`,
-`data/report.json`, the fingerprint as the `medexp.dataset_fingerprint` tag, and one dataset input per source
+trained on: `data/rows_in`, `data/rows_kept`, `data/dropped/<reason>`, `data/unused_by_limit` (rows a `limit`
+left out), `data/token_lengths.png`, `data/report.json`, the fingerprint as the `medexp.dataset_fingerprint` tag, and one dataset input per source
 and split (context `training` / `validation`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from medexp.data.prepare import PreparedData
+from medexp.data.prepared import PreparedData
 from medexp.tracking import Tracker
 
 
@@ -57,6 +57,7 @@ def summary(data: PreparedData) -> dict[str, Any]:
                 "train_rows": s.train_rows,
                 "weight": s.weight,
                 "dropped": dict(s.dropped),
+                "unused_by_limit": s.unused_by_limit,  # usable rows its `limit` left out (not drops)
             }
             for name, s in data.sources.items()
         },

@@ -45,6 +45,7 @@ def evaluate_source(cfg: DictConfig) -> dict[str, float]:
     """Evaluate a finished run again (`python -m medexp.evaluate`): the run's own config (base model, data split,
     system prompt) with this command's `eval` group, logged into that run when it has one."""
     from medexp.config import stage_configs, task_overrides, validate
+    from medexp.data import check_sources
     from medexp.evaluation.metrics import check_optimized_metric
     from medexp.evaluation.suites.registry import check_inputs
     from medexp.training.source import resolve_source
@@ -55,6 +56,9 @@ def evaluate_source(cfg: DictConfig) -> dict[str, float]:
     run_cfg.eval = cfg.eval  # this command's eval group, on the run's model, data and prompts
     validate(run_cfg)
     check_optimized_metric(run_cfg)  # the run's optimized_metric, against this command's eval group
+    check_sources(
+        run_cfg
+    )  # eval.mc.sets too: each kind names a reader that reads its file, before the model loads
     check_inputs(run_cfg.eval)
     stage_cfg = stage_configs(run_cfg)[-1][1]  # a staged run is evaluated on its last stage's data
 

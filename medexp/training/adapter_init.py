@@ -30,7 +30,6 @@ PEFT_INIT = {
     "pissa_fast": "pissa_niter_16",  # 16 subspace iterations: the PiSSA paper's fast setting
     "olora": "olora",
 }
-MUTATING = ("pissa", "pissa_fast", "olora")  # the inits that rewrite the base weights
 UNCONVERTED = "adapter_unconverted"  # the folder beside adapter/ with the weights as trained (on W_res)
 _ATTR = "medexp_initial_adapter"
 

@@ -174,19 +174,20 @@ def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, grad
     if lora_cfg.quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
-    from medexp.training.adapter_init import MUTATING, PEFT_INIT, keep_initial_adapter
+    from medexp.config.choices import MUTATING_INITS
+    from medexp.training.adapter_init import PEFT_INIT, keep_initial_adapter
 
     target = lora_cfg.target_modules
-    train_modules = list(lora_cfg.get("train_modules") or [])
+    train_modules = list(lora_cfg.train_modules)
     peft_config = LoraConfig(
         r=int(lora_cfg.r),
         lora_alpha=float(lora_cfg.alpha),
         lora_dropout=float(lora_cfg.dropout),
         target_modules=target if isinstance(target, str) else list(target),
         bias=str(lora_cfg.bias),
-        use_dora=bool(lora_cfg.get("use_dora", False)),
-        use_rslora=bool(lora_cfg.get("use_rslora", False)),
-        init_lora_weights=PEFT_INIT[str(lora_cfg.get("init", "default"))],
+        use_dora=bool(lora_cfg.use_dora),
+        use_rslora=bool(lora_cfg.use_rslora),
+        init_lora_weights=PEFT_INIT[str(lora_cfg.init)],
         modules_to_save=train_modules or None,
         # a trained copy of a tied embedding must stay tied to the output head, as in the base model
         ensure_weight_tying=_trains_an_embedding(model, train_modules),
@@ -195,7 +196,7 @@ def load_model(model_cfg: DictConfig, lora_cfg: DictConfig, precision: str, grad
     # peft warns that PiSSA / OLoRA adapters should be converted to ordinary LoRA: medexp's save_adapter does
     warnings.filterwarnings("ignore", message=r"(PiSSA|OLoRA) changes the base weights", category=UserWarning)
     model = get_peft_model(model, peft_config)
-    if str(lora_cfg.get("init", "default")) in MUTATING:  # the base weights now hold a residual
+    if str(lora_cfg.init) in MUTATING_INITS:  # the base weights now hold a residual
         keep_initial_adapter(model)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(
@@ -216,7 +217,7 @@ def _trains_an_embedding(model, train_modules: list[str]) -> bool:
 def check_train_modules(model_cfg: DictConfig, lora_cfg: DictConfig) -> None:
     """peft's modules_to_save matches module names by suffix and ignores a name that matches nothing: refuse it
     before the run starts, on the model built from its config on the meta device (no weights read)."""
-    names = list(lora_cfg.get("train_modules") or [])
+    names = list(lora_cfg.train_modules)
     if not names:
         return
     import torch

@@ -22,10 +22,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from medexp.config import UserError
+from medexp.training.run_record import RUN_RECORD, read_run_record
 from medexp.training.source import RUN_ID, read_run_config
 
-RUN_RECORD = "run.json"
-STAGE_RECORD = "stage.json"
 FORMS = (
     "Name the run to resume as resume=<its output directory> (outputs/<date>/<time>, where its config.yaml and "
     "run.json are) or resume=<its MLflow run id> (32 hex characters, looked up in tracking.uri)."
@@ -67,7 +66,7 @@ def find_run(
     else:
         raise UserError(f"resume={address!r} is neither an existing directory nor an MLflow run id. {FORMS}")
     found = _read_run(run_dir.resolve(), address)
-    if trial is not None and trial.get("trial") is not None:
+    if trial is not None and trial.trial is not None:
         found.config.optuna = trial
     return found
 
@@ -147,37 +146,6 @@ def process_alive(record: dict) -> bool | None:
     return "medexp" in cmdline
 
 
-def record_run(output_dir: Path, run_id: str | None, tracking_cfg: DictConfig, **extra: object) -> None:
-    """run.json: lets source=/resume= find the run's MLflow run from its directory, and resume= know its state
-    (`finished=True, metrics=...` once the run is complete)."""
-    from medexp.config.runtime import is_main_process
-    from medexp.tracking.client import absolute_uri
-
-    if not is_main_process():
-        return
-    record = {
-        "run_id": run_id,
-        "tracking_uri": absolute_uri(str(tracking_cfg.uri)) if run_id else None,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        **extra,
-    }
-    _write_atomic(output_dir / RUN_RECORD, json.dumps(record, indent=1))
-
-
-def read_run_record(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / RUN_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous file, never half of one
-
-
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
     """The newest complete checkpoint-N in the directory (see the module docstring), or None."""
     found = []
@@ -220,23 +188,6 @@ def check_checkpoint(checkpoint: Path, cfg: DictConfig) -> None:
             "Its weights and optimizer state cannot continue this run. Remove the foreign checkpoint directory, "
             "or start a new run."
         )
-
-
-def read_stage_record(stage_dir: Path) -> dict | None:
-    """A finished stage's metrics, step count and curves, or None if the stage did not finish."""
-    path = stage_dir / STAGE_RECORD
-    if not path.is_file() or not (stage_dir / "adapter" / "adapter_config.json").is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        return None
-
-
-def write_stage_record(stage_dir: Path, metrics: dict, steps: int, curves: dict) -> None:
-    _write_atomic(
-        stage_dir / STAGE_RECORD, json.dumps({"metrics": metrics, "steps": steps, "curves": curves})
-    )
 
 
 def load_adapter_weights(model, adapter_dir: Path) -> None:

@@ -73,7 +73,7 @@ def _from_directory(path: Path) -> TrainedModel:
             "base model, data split and system prompt are unknown. Use the run's output directory as medexp "
             "wrote it, or the run id."
         )
-    from medexp.training.resume import read_run_record
+    from medexp.training.run_record import read_run_record
 
     run = read_run_record(run_dir) or {}
     return TrainedModel(adapter_dir, read_run_config(config_path), run.get("run_id"), run.get("tracking_uri"))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medexp.config import UserError
-from medexp.training.resume import RUN_RECORD, process_alive, read_run_record
+from medexp.training.resume import process_alive
+from medexp.training.run_record import RUN_RECORD, read_run_record
 
 
 @dataclass

@@ -82,7 +82,7 @@ def build_trainer(
         check_examples_isolated(model, str(cfg.model.attn_implementation), batching.mode)
     args = SFTConfig(
         **training_arguments(cfg, output_dir, precision),
-        neftune_noise_alpha=t.get("neftune_noise_alpha"),  # transformers adds the noise in training only
+        neftune_noise_alpha=t.neftune_noise_alpha,  # transformers adds the noise in training only
         # pairs over dataset.max_tokens were already dropped, never truncated; packing uses it as its block size
         **batching.trainer_kwargs(block_tokens=int(cfg.dataset.max_tokens)),
         completion_only_loss=True,  # loss on the answer tokens (completion_mask) only

@@ -46,8 +46,11 @@ def test_option_composes_and_validates(make_cfg, group, option):
     if (
         group == "dataset" and cfg.dataset.kind == "text"
     ):  # pretraining alone: no questions to generate answers to
+        from medexp.training.methods import check_stages
+
         with pytest.raises(UserError, match=r"no held-out questions for eval\.generation"):
             validate(cfg)
+            check_stages(cfg)  # the pretrain kind's own rule (medexp.training.methods)
         cfg = make_cfg(f"{group}={option}", "eval=none")
     validate(cfg)
 

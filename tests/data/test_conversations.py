@@ -10,7 +10,8 @@ import pytest
 
 from medexp.config import UserError
 from medexp.data import chat_messages, load_pairs, prepare_data, tokenize_pairs
-from medexp.data.conversation import Dialogue, parse_conversation
+from medexp.data.readers.conversation import parse_conversation
+from medexp.data.records import Dialogue
 
 OPENAI = [
     {

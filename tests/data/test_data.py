@@ -206,7 +206,10 @@ def test_max_tokens_and_limit(make_cfg, tiny_tokenizer):
     data = prepare_data(raw, cfg.dataset, tiny_tokenizer, seed=0)
     too_long = data.dropped["too_long"]
     assert 100 < too_long < 300  # sample pairs are 183-226 tiny-tokenizer tokens long
-    assert data.rows_kept == 50 and data.dropped["over_limit"] == 360 - too_long - 50
+    # rows the user's own limit leaves out are not drops: reported apart, in the data line and in MLflow
+    assert data.rows_kept == 50 and data.unused_by_limit == 360 - too_long - 50
+    assert "over_limit" not in data.dropped and data.metrics()["data/unused_by_limit"] == 360 - too_long - 50
+    assert f"used 50 of {360 - too_long} usable rows (dataset.limit)" in data.summary()
     assert all(len(ids) <= 200 for ids in [*data.train["input_ids"], *data.validation["input_ids"]])
 
 

@@ -210,7 +210,12 @@ def test_multiple_choice_file_fields_are_detected_or_named(make_cfg, tmp_path):
     [
         (
             "dataset.kind=mcq",
-            r"Wrong value for dataset.kind .*expected one of \[qa, multiple_choice, text, preference\]",
+            r"dataset.kind=mcq is not a data format medexp reads\. Known: qa, multiple_choice, conversation, "
+            r"text, preference\.",
+        ),
+        (
+            "dataset.kind=multiple-choice",
+            r"dataset.kind=multiple-choice is not a data format medexp reads\. Did you mean multiple_choice\?",
         ),
         ("dataset.index_base=2", "dataset.index_base must be 0, 1 or null"),
         ("dataset.dedup=maybe", "Wrong value for dataset.dedup .*'maybe' is not a valid bool"),

@@ -1,5 +1,7 @@
-"""Preference stages (`stages.<name>.kind=dpo`): TRL's DPOTrainer on conversational prompt / chosen / rejected
-data, continuing the run's adapter with the model at the start of the stage as the frozen reference.
+"""dpo: preference tuning (`stages.<name>.kind=dpo`, the default for dataset.kind=preference): TRL's DPOTrainer on
+conversational prompt / chosen / rejected data, continuing the run's adapter with the model at the start of the
+stage as the frozen reference. No held-out perplexity (a DPO loss has none; eval_rewards/* are logged); the
+safety probes' pass rate before and after the stage, when eval.safety is on.
 
 The reference: TRL copies a PeftModel's trained "default" adapter into a frozen "ref" adapter when no
 ref_model is given (trl/trainer/dpo_trainer.py), so the KL leash holds the policy to the SFT model, not to the
@@ -21,9 +23,40 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from medexp.data import PreparedData
+from medexp.data.prepared import PreparedData
+from medexp.data.records import PreferencePair
+from medexp.training.methods.base import StageKind
 
 log = logging.getLogger(__name__)
+
+
+class DPO(StageKind):
+    name = "dpo"
+    records = (PreferencePair,)
+    default_for = (PreferencePair,)
+    needs = "dataset.kind=preference (prompt, chosen, rejected)"
+    verb = "Tune"
+    perplexity = False
+    safety_probes = True
+    logs = ("rewards/margins", "rewards/accuracies", "kl")
+
+    def own_stage_hint(self) -> str:
+        return super().own_stage_hint().removesuffix(".") + " (experiment=sft_then_dpo)."
+
+    def build_trainer(
+        self,
+        cfg: DictConfig,
+        model: Any,
+        tokenizer: Any,
+        data: PreparedData,
+        output_dir: Path,
+        precision: str,
+        callbacks: list[Any],
+    ) -> Any:
+        return build_dpo_trainer(cfg, model, tokenizer, data, output_dir, precision, callbacks)
+
+    def finish(self, model: Any) -> None:
+        drop_reference(model)
 
 
 def build_dpo_trainer(
