@@ -13,6 +13,14 @@ from omegaconf import DictConfig
 from tests.helpers import compose_config
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """absl (imported by rouge-score) builds its log handler on whatever sys.stderr is when it is first imported
+    (here: pytest's capture of one test), and closes that stream whenever logging's handlers are shut down while
+    sys.stderr is another one, as Hydra's logging set-up does at each in-process command under `capsys`. Built
+    now, on the real stderr, it never closes pytest's capture."""
+    import absl.logging  # noqa: F401
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return lambda *overrides: compose_config(list(overrides), tmp_path)

@@ -25,7 +25,9 @@ class ChoiceItem:
 def choice_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceItem | None:
     """A scored item from a formatted pair: a multiple-choice pair ("Options:" block, "C. text" target), or a
     pair from a source with a decision field ("Yes. ..." answers); None for plain QA pairs."""
-    if source_cfg.kind == "multiple_choice":
+    from medexp.data.readers import reader_for
+
+    if reader_for(str(source_cfg.kind)).lettered_options:
         _, sep, block = question.rpartition("\n\nOptions:\n")
         matches = [_OPTION.match(line) for line in block.splitlines()] if sep else []
         if not matches or not all(matches):

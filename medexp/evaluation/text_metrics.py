@@ -15,12 +15,13 @@ from medexp.config import UserError
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F1 (rouge-score, Porter stemming) of each prediction against its reference."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer, tokenizers
 
-    from medexp.console import quiet_logger
-
-    quiet_logger("absl")  # rouge-score logs "Using default tokenizer." at INFO on every scorer it builds
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    # Its default tokenizer, given explicitly: without one rouge-score logs "Using default tokenizer." through
+    # absl, which calls logging.basicConfig() when the root logger has no handler (a run composed in-process),
+    # leaving a console handler bound to whatever sys.stderr was then.
+    tokenizer = tokenizers.DefaultTokenizer(use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=tokenizer)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
     return {
         name: statistics.fmean(s[key].fmeasure for s in scores)

@@ -34,6 +34,8 @@ class Reader:
     stage: str = "SFT"  # the stage that trains on it, as the data line names it ("a pretraining stage")
     mixable: bool = False  # its records are question-answer pairs, so a mixture may hold it
     suffixes: tuple[str, ...] = TABLE_SUFFIXES  # local files it reads
+    # its answers are "<letter>. <option>" under an "Options:" block: evaluation scores them by option likelihood
+    lettered_options: bool = False
 
     def check_path(self, dataset_cfg: DictConfig, key: str) -> None:
         """Refuse a local file of a type this reader cannot read, before anything is loaded."""

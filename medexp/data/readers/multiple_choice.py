@@ -71,4 +71,5 @@ READER = Reader(
     prepare=prepare_pairs,
     describe="multiple-choice questions",
     mixable=True,
+    lettered_options=True,
 )
