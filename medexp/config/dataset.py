@@ -44,12 +44,16 @@ class DatasetConfig:
     input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
     decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
     messages_field: str | None = None  # multi-turn chats (OpenAI messages / ShareGPT); null = detect
-    kind: str = MISSING  # qa, multiple_choice, conversation, text, preference (medexp.data.readers)
+    kind: str = MISSING  # qa, multiple_choice, conversation, text, preference, unpaired (medexp.data.readers)
     text_field: str | None = (
         None  # text: the column holding each document; null = detect (text, content, ...)
     )
     chosen_field: str | None = None  # preference: the preferred answer's column; null = detect `chosen`
     rejected_field: str | None = None  # preference: the dispreferred answer's; null = detect `rejected`
+    completion_field: str | None = None  # unpaired: the answer's column; null = detect `completion`
+    label_field: str | None = (
+        None  # unpaired: desirable or not (true/false, 1/0, good/bad); null = detect `label`
+    )
     options_field: str | None = None  # multiple_choice: the field holding all options (dict or list)
     option_columns: list[str] | None = None  # multiple_choice: or one column per option, in order
     index_base: int | None = None  # multiple_choice: 0 or 1 when the answer is an index; null otherwise

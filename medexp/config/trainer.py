@@ -46,6 +46,9 @@ class TrainerConfig:
     beta: float = 0.1  # dpo stages: the KL leash; larger keeps the policy closer to the reference
     preference_loss: PreferenceLoss = PreferenceLoss.sigmoid  # dpo stages: TRL's loss_type
     preference_sft_weight: float = 0.0  # dpo stages: + this x the chosen answers' SFT loss (RPO); 0 = off
+    kto_desirable_weight: float = 1.0  # kto stages: weight of the desirable rows' loss (TRL's default)
+    kto_undesirable_weight: float = 1.0  # kto stages: weight of the undesirable rows' loss (TRL's default)
+    simpo_gamma: float = 0.5  # simpo stages: the target reward margin over beta (TRL's default)
 
     RULES: ClassVar[Rules] = (
         require(
@@ -77,6 +80,22 @@ class TrainerConfig:
             "preference_sft_weight",
             lambda v: v >= 0,
             "{key} must be >= 0, got {value}: 0 is plain DPO, 1 adds the chosen answers' SFT loss at full weight.",
+        ),
+        require(
+            "kto_desirable_weight",
+            lambda v: v > 0,
+            "{key} must be positive, got {value}: the weight of the desirable rows' KTO loss (1 = TRL's default).",
+        ),
+        require(
+            "kto_undesirable_weight",
+            lambda v: v > 0,
+            "{key} must be positive, got {value}: the weight of the undesirable rows' KTO loss (1 = TRL's "
+            "default).",
+        ),
+        require(
+            "simpo_gamma",
+            lambda v: v >= 0,
+            "{key} must be >= 0, got {value}: SimPO's target reward margin (0.5 = TRL's default).",
         ),
         positive("early_stopping_patience", 3),  # null = never stop early
         positive("effective_batch_size", 16),  # null = batch_size x gradient_accumulation_steps

@@ -42,9 +42,14 @@ class PreparedData:
     sources: dict[str, SourceReport] = field(default_factory=dict)
     max_tokens: int = 0  # the main dataset's length limit, drawn on the length histogram
     lengths: dict[str, list[int]] = field(default_factory=dict)  # per split, when rows are not tokenized yet
+    kept: int | None = (
+        None  # rows kept, when not every row is a pair (KTO's undesirable rows are no reference)
+    )
 
     @property
     def rows_kept(self) -> int:
+        if self.kept is not None:
+            return self.kept
         return len(self.train_pairs) + len(self.validation_pairs)
 
     @property

@@ -22,6 +22,14 @@ class PreferencePair(NamedTuple):
     rejected: str
 
 
+class LabelledCompletion(NamedTuple):
+    """A prompt with one answer labelled desirable or not, as KTO trains on them (unpaired preference data)."""
+
+    prompt: str
+    completion: str
+    desirable: bool
+
+
 class Document(NamedTuple):
     """One document of plain text, for continued pretraining."""
 

@@ -27,10 +27,14 @@ class BatchCounter:
     def __call__(self, examples: list[dict]) -> Any:
         batch = self.collate(examples)
         if self.active:
-            ids = batch["input_ids"]
-            mask = batch.get("attention_mask")  # padding-free batches have none: every token is real
-            self.total += ids.numel()
-            self.real += int(mask.sum()) if mask is not None else ids.numel()
+            # paired trainers of trl.experimental (ORPO, CPO) batch the chosen and rejected sequences apart
+            keys = ["input_ids"] if "input_ids" in batch else ["chosen_input_ids", "rejected_input_ids"]
+            for key in (k for k in keys if k in batch):
+                ids = batch[key]
+                # padding-free batches have no mask: every token is real
+                mask = batch.get(key.replace("input_ids", "attention_mask"))
+                self.total += ids.numel()
+                self.real += int(mask.sum()) if mask is not None else ids.numel()
         return batch
 
     @property

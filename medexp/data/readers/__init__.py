@@ -16,9 +16,12 @@ from medexp.data.readers.multiple_choice import READER as MULTIPLE_CHOICE
 from medexp.data.readers.preference import READER as PREFERENCE
 from medexp.data.readers.qa import READER as QA
 from medexp.data.readers.text import READER as TEXT
+from medexp.data.readers.unpaired import READER as UNPAIRED
 
 # The formats medexp ships; adding one is its module and a line here.
-READERS: dict[str, Reader] = {r.kind: r for r in (QA, MULTIPLE_CHOICE, CONVERSATION, TEXT, PREFERENCE)}
+READERS: dict[str, Reader] = {
+    r.kind: r for r in (QA, MULTIPLE_CHOICE, CONVERSATION, TEXT, PREFERENCE, UNPAIRED)
+}
 
 
 def register_reader(reader: Reader) -> Reader:

@@ -13,11 +13,14 @@ from medexp.config.stages import stage_configs
 from medexp.data.readers import Reader, check_sources, reader_for
 from medexp.training.methods.base import StageKind
 from medexp.training.methods.dpo import DPO
+from medexp.training.methods.kto import KTO
+from medexp.training.methods.orpo import ORPO
 from medexp.training.methods.pretrain import Pretrain
 from medexp.training.methods.sft import SFT
+from medexp.training.methods.simpo import SimPO
 
 # The kinds medexp ships; adding one is its module and an entry here (or `register` from your own code).
-KINDS: dict[str, StageKind] = {kind.name: kind for kind in (SFT(), Pretrain(), DPO())}
+KINDS: dict[str, StageKind] = {kind.name: kind for kind in (SFT(), Pretrain(), DPO(), KTO(), ORPO(), SimPO())}
 
 
 class PlannedStage(NamedTuple):

@@ -1,0 +1,101 @@
+"""What the preference kinds without a reference model (orpo, simpo) share: pairs from dataset.kind=preference,
+a refusal of options that only a reference-model method (dpo) reads, and the trainer built on the chosen and
+rejected conversations. The policy is the run's adapter alone: nothing is copied, nothing dropped afterwards."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+
+from medexp.config.choices import PreferenceLoss
+from medexp.config.errors import UserError
+from medexp.data.prepared import PreparedData
+from medexp.data.records import PreferencePair
+from medexp.training.methods.base import StageKind
+
+log = logging.getLogger(__name__)
+
+# the max_length bound past dataset.max_tokens: the rows were length-filtered on their chat-rendered
+# conversation, and the trainer's own rendering of prompt + answer may add an EOS or a few template tokens
+TEMPLATE_SLACK = 16
+
+
+class ReferenceFree(StageKind):
+    """A preference kind trained without a reference model; subclasses say what the trainer is."""
+
+    records = (PreferencePair,)
+    needs = "dataset.kind=preference (prompt, chosen, rejected)"
+    verb = "Tune"
+    perplexity = False
+    safety_probes = True
+    method: ClassVar[str]  # as messages name it (ORPO, SimPO)
+
+    def check(self, name: str, stage_cfg: DictConfig, last: bool) -> None:
+        """Refuse the options only a reference-model method reads: they would be silently ignored."""
+        t, key = stage_cfg.trainer, f"stages.{name}.trainer" if name else "trainer"
+        set_ = []
+        loss = str(getattr(t.preference_loss, "value", t.preference_loss))
+        if loss != PreferenceLoss.sigmoid.value:
+            set_.append(f"{key}.preference_loss={loss}")
+        if t.preference_sft_weight != 0:
+            set_.append(f"{key}.preference_sft_weight={t.preference_sft_weight}")
+        if set_:
+            raise UserError(
+                f"{' and '.join(set_)} {'tunes' if len(set_) == 1 else 'tune'} DPO against a reference model, but "
+                f"stages.{name}.kind={self.name} "
+                f"({self.method}) trains without one, so they would be ignored. Drop them, or set "
+                f"stages.{name}.kind=dpo to train against the stage's starting model; {self.method}'s own "
+                f"options are {key}.beta{self.own_options}."
+            )
+
+    own_options: ClassVar[str] = ""  # ", trainer.simpo_gamma": named in the refusal above
+
+    def trainer_class(self) -> tuple[type, type]:
+        """(the TRL config class, the TRL trainer class)."""
+        raise NotImplementedError
+
+    def options(self, cfg: DictConfig) -> dict[str, Any]:
+        """The method's own options for the TRL config."""
+        raise NotImplementedError
+
+    def build_trainer(
+        self,
+        cfg: DictConfig,
+        model: Any,
+        tokenizer: Any,
+        data: PreparedData,
+        output_dir: Path,
+        precision: str,
+        callbacks: list[Any],
+    ) -> Any:
+        from transformers import EarlyStoppingCallback, PrinterCallback
+
+        from medexp.console import library_bars_off
+        from medexp.training.trainer import training_arguments
+
+        config_class, trainer_class = self.trainer_class()
+        options = self.options(cfg)
+        args = config_class(
+            **training_arguments(cfg, output_dir, precision),
+            **options,
+            max_length=int(cfg.dataset.max_tokens)
+            + TEMPLATE_SLACK,  # longer rows were dropped, not truncated
+        )
+        t = cfg.trainer
+        if t.early_stopping_patience is not None:
+            callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
+        with library_bars_off():  # TRL's tokenizing maps over the splits
+            trainer = trainer_class(
+                model=model,
+                args=args,
+                train_dataset=data.train,
+                eval_dataset=data.validation,
+                processing_class=tokenizer,
+                callbacks=callbacks,
+            )
+        trainer.remove_callback(PrinterCallback)
+        log.info("%s: %s, no reference model", self.method, ", ".join(f"{k} {v}" for k, v in options.items()))
+        return trainer
