@@ -52,6 +52,9 @@ FILES: dict[str, bytes] = {
     "blank.txt": b"\n   \n\n",
     "no_chosen.jsonl": b'{"prompt": "q", "answer": "a", "rejected": "b"}\n',
     "no_assistant.jsonl": b'{"messages": [{"role": "user", "content": "Hello?"}]}\n' * 2,
+    "no_label.jsonl": b'{"prompt": "q", "completion": "a"}\n{"prompt": "r", "completion": "b"}\n',
+    "unknown_labels.jsonl": b'{"prompt": "q", "completion": "a", "label": "meh"}\n'
+    b'{"prompt": "r", "completion": "b", "label": "perhaps"}\n',
 }
 FOLDERS = ("a_folder.jsonl", "not_a_run")
 
@@ -167,6 +170,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "optimized_metric=eval/made_up"], "eval/made_up"),
     # --- a SQLite store under a folder that cannot be made, though permission bits say it can (root, /proc) ---
     ("train", [*T, "tracking.uri=sqlite:////proc/nope/x.db"], "/proc/nope/x.db"),
+    # --- KTO on unpaired rows, ORPO / SimPO without a reference model (issue 25) -----------------------------
+    ("train", [*T, "dataset=file", "dataset.path=no_label.jsonl", "dataset.kind=unpaired"], "label column"),
+    ("train", [*T, "dataset=file", "dataset.path=unknown_labels.jsonl", "dataset.kind=unpaired"], "2 unknown label"),
+    ("train", ["experiment=sft_then_orpo_smoke", "+stages.orpo.trainer.preference_loss=ipo"], "preference_loss=ipo"),
+    ("train", ["experiment=sft_then_simpo_smoke", "trainer.preference_sft_weight=1"], "preference_sft_weight=1"),
 ]  # fmt: skip
 
 

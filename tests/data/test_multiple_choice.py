@@ -211,7 +211,7 @@ def test_multiple_choice_file_fields_are_detected_or_named(make_cfg, tmp_path):
         (
             "dataset.kind=mcq",
             r"dataset.kind=mcq is not a data format medexp reads\. Known: qa, multiple_choice, conversation, "
-            r"text, preference\.",
+            r"text, preference, unpaired\.",
         ),
         (
             "dataset.kind=multiple-choice",
