@@ -32,26 +32,26 @@ class ReferenceFree(StageKind):
     perplexity = False
     safety_probes = True
     method: ClassVar[str]  # as messages name it (ORPO, SimPO)
+    own_options: ClassVar[tuple[str, ...]] = ("beta",)  # its trainer.* options, named in check's refusal
 
     def check(self, name: str, stage_cfg: DictConfig, last: bool) -> None:
         """Refuse the options only a reference-model method reads: they would be silently ignored."""
         t, key = stage_cfg.trainer, f"stages.{name}.trainer" if name else "trainer"
-        set_ = []
+        given = []
         loss = str(getattr(t.preference_loss, "value", t.preference_loss))
         if loss != PreferenceLoss.sigmoid.value:
-            set_.append(f"{key}.preference_loss={loss}")
+            given.append(f"{key}.preference_loss={loss}")
         if t.preference_sft_weight != 0:
-            set_.append(f"{key}.preference_sft_weight={t.preference_sft_weight}")
-        if set_:
+            given.append(f"{key}.preference_sft_weight={t.preference_sft_weight}")
+        if given:
+            one = len(given) == 1
             raise UserError(
-                f"{' and '.join(set_)} {'tunes' if len(set_) == 1 else 'tune'} DPO against a reference model, but "
-                f"stages.{name}.kind={self.name} "
-                f"({self.method}) trains without one, so they would be ignored. Drop them, or set "
-                f"stages.{name}.kind=dpo to train against the stage's starting model; {self.method}'s own "
-                f"options are {key}.beta{self.own_options}."
+                f"{' and '.join(given)} {'is an option' if one else 'are options'} of DPO, which trains against a "
+                f"reference model, but stages.{name}.kind={self.name} ({self.method}) trains without one, so "
+                f"{'it' if one else 'they'} would be ignored. Drop {'it' if one else 'them'}, or set "
+                f"stages.{name}.kind=dpo to train against the stage's starting model. {self.method}'s own options: "
+                f"{', '.join(f'{key}.{o}' for o in self.own_options)}."
             )
-
-    own_options: ClassVar[str] = ""  # ", trainer.simpo_gamma": named in the refusal above
 
     def trainer_class(self) -> tuple[type, type]:
         """(the TRL config class, the TRL trainer class)."""

@@ -17,7 +17,7 @@ from medexp.training.methods.reference_free import ReferenceFree
 class SimPO(ReferenceFree):
     name = "simpo"
     method = "SimPO"
-    own_options = " and trainer.simpo_gamma"
+    own_options = ("beta", "simpo_gamma")
     logs = ("rewards/margins", "rewards/accuracies")
 
     def trainer_class(self) -> tuple[type, type]:
