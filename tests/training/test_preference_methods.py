@@ -218,7 +218,12 @@ def test_each_preset_trains_end_to_end(tmp_path, kind, curves):
         assert len(client.get_metric_history(stage_id, key)) == 3, key  # every step
     stage_metrics = children[kind].data.metrics
     assert "eval_loss" in stage_metrics and "eval_perplexity" not in stage_metrics
-    if kind == "kto":  # 53 train pairs of the 62 split into 2 rows each; the reader's counts
+    if kind == "kto":  # the reference is the SFT adapter: policy = reference at the first step
+        first = {k: min(client.get_metric_history(stage_id, k), key=lambda m: m.step).value for k in curves}
+        assert first["kl"] == pytest.approx(0, abs=1e-4) and first["rewards/chosen"] == pytest.approx(
+            0, abs=1e-4
+        )
+        # the safety preference set's 62 pairs, each split into a desirable and an undesirable row
         assert stage_metrics["data/rows_in"] == 62 and stage_metrics["data/rows_kept"] == 124
         assert stage_metrics["data/train_rows"] + stage_metrics["data/validation_rows"] == 124
     for when in ("before", "after"):

@@ -19,11 +19,16 @@ class ORPO(ReferenceFree):
     logs = ("rewards/margins", "rewards/accuracies", "log_odds_ratio", "nll_loss")
 
     def trainer_class(self) -> tuple[type, type]:
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # heavy: config checks import every kind
+        import warnings
+
+        with warnings.catch_warnings():  # medexp chose the experimental API knowingly: no warning per run
+            warnings.filterwarnings("ignore", message=".*trl.experimental")
+            from trl.experimental.orpo import (
+                ORPOConfig,
+                ORPOTrainer,
+            )  # heavy: config checks import every kind
 
         return ORPOConfig, ORPOTrainer
 
     def options(self, cfg: DictConfig) -> dict[str, Any]:
-        return {
-            "beta": float(cfg.trainer.beta)
-        }  # lambda: the weight of the odds-ratio term against the SFT loss
+        return {"beta": float(cfg.trainer.beta)}  # lambda: the odds-ratio term's weight against the SFT loss

@@ -81,8 +81,9 @@ class ReferenceFree(StageKind):
         args = config_class(
             **training_arguments(cfg, output_dir, precision),
             **options,
-            max_length=int(cfg.dataset.max_tokens)
-            + TEMPLATE_SLACK,  # longer rows were dropped, not truncated
+            # longer rows were dropped, not truncated
+            max_length=int(cfg.dataset.max_tokens) + TEMPLATE_SLACK,
+            remove_unused_columns=False,  # its paired collator reads the chosen_* / rejected_* columns
         )
         t = cfg.trainer
         if t.early_stopping_patience is not None:

@@ -21,7 +21,11 @@ class SimPO(ReferenceFree):
     logs = ("rewards/margins", "rewards/accuracies")
 
     def trainer_class(self) -> tuple[type, type]:
-        from trl.experimental.cpo import CPOConfig, CPOTrainer  # heavy: config checks import every kind
+        import warnings
+
+        with warnings.catch_warnings():  # medexp chose the experimental API knowingly: no warning per run
+            warnings.filterwarnings("ignore", message=".*trl.experimental")
+            from trl.experimental.cpo import CPOConfig, CPOTrainer  # heavy: config checks import every kind
 
         return CPOConfig, CPOTrainer
 
