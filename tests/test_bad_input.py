@@ -167,6 +167,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["--multirun", "hparams_search=lora_optuna", *T, "optimized_metric=eval/made_up"], "eval/made_up"),
     # --- a SQLite store under a folder that cannot be made, though permission bits say it can (root, /proc) ---
     ("train", [*T, "tracking.uri=sqlite:////proc/nope/x.db"], "/proc/nope/x.db"),
+    # --- grpo stages: rewards, group size, data (a reward that raises or miscounts mid-training: test_grpo.py) --
+    ("train", ["experiment=grpo_smoke", "reward.choise_correct=1"], "reward.choise_correct"),
+    ("train", ["experiment=grpo_smoke", "reward.reference_overlap=0"], "every reward weight is 0"),
+    ("train", ["experiment=grpo_smoke", "+reward.custom.mine={_target_:no_such_module.score}"], "no_such_module"),
+    ("train", ["experiment=grpo_smoke", "reward.choice_correct=1"], "reward.choice_correct"),
+    ("train", ["experiment=grpo_smoke", "stages.grpo.trainer.grpo_num_generations=3"], "grpo_num_generations=3"),
+    ("train", ["experiment=grpo_smoke", "dataset@stages.grpo.dataset=pretrain_sample"], "kind=grpo"),
 ]  # fmt: skip
 
 

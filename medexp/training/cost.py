@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback
@@ -26,7 +27,7 @@ class BatchCounter:
 
     def __call__(self, examples: list[dict]) -> Any:
         batch = self.collate(examples)
-        if self.active:
+        if self.active and isinstance(batch, Mapping) and "input_ids" in batch:  # GRPO's batches are prompts
             ids = batch["input_ids"]
             mask = batch.get("attention_mask")  # padding-free batches have none: every token is real
             self.total += ids.numel()

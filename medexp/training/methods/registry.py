@@ -13,11 +13,12 @@ from medexp.config.stages import stage_configs
 from medexp.data.readers import Reader, check_sources, reader_for
 from medexp.training.methods.base import StageKind
 from medexp.training.methods.dpo import DPO
+from medexp.training.methods.grpo import GRPO
 from medexp.training.methods.pretrain import Pretrain
 from medexp.training.methods.sft import SFT
 
 # The kinds medexp ships; adding one is its module and an entry here (or `register` from your own code).
-KINDS: dict[str, StageKind] = {kind.name: kind for kind in (SFT(), Pretrain(), DPO())}
+KINDS: dict[str, StageKind] = {kind.name: kind for kind in (SFT(), Pretrain(), DPO(), GRPO())}
 
 
 class PlannedStage(NamedTuple):
