@@ -165,3 +165,39 @@ def test_grpo_smoke_reward_rises(tmp_path):
 
 K = 10  # steps averaged at each end of the curve
 MARGIN = 0.02  # measured rise 0.041 (0.092 -> 0.133, seed 42, one CPU thread): half of it
+
+
+def test_a_kl_leash_holds_to_the_starting_adapter_which_is_dropped_after(tmp_path):
+    """grpo_beta > 0: TRL's frozen "ref" copy of the adapter is the reference (kl starts at 0) and is gone after
+    the stage; the safety reward (medexp's scorer) is logged, and the safety probes measured around the stage."""
+    import mlflow
+    import torch
+
+    from medexp.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = compose_config(
+            [
+                "experiment=grpo_smoke",
+                "stages.grpo.trainer.max_steps=2",
+                "stages.grpo.trainer.eval_steps=2",
+                "+stages.grpo.trainer.grpo_beta=0.04",
+                "reward.safety=1",
+                "eval.safety.enabled=true",
+            ],
+            tmp_path,
+        )
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert "ref" not in result.model.peft_config
+    client = mlflow.MlflowClient(str(cfg.tracking.uri))
+    (child,) = client.search_runs(
+        [client.get_run(result.run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
+    kl = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "kl"), key=lambda m: m.step)]
+    assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-6)
+    assert "rewards/safety/mean" in child.data.metrics
+    assert {"safety_pass_rate_before", "safety_pass_rate_after"} <= set(child.data.metrics)

@@ -58,7 +58,7 @@ def answer_kind(dataset_cfg: DictConfig) -> str:
     """letter (multiple choice), decision (yes/no/maybe) or free (a reference answer only)."""
     if reader_for(dataset_cfg.kind).lettered_options:
         return "letter"
-    return "decision" if dataset_cfg.get("decision_field") else "free"
+    return "decision" if dataset_cfg.decision_field else "free"
 
 
 class GRPO(StageKind):
