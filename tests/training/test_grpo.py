@@ -104,6 +104,18 @@ def test_sft_then_grpo_composes_and_its_stages_check(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("dataset", "kind"), [("medmcqa", "letter"), ("pubmedqa", "decision"), ("sample", "free")]
+)
+def test_each_data_format_gets_its_answer_kind(tmp_path, dataset, kind):
+    from medexp.training.methods.grpo import answer_kind
+
+    reward = "reward=qa" if kind == "free" else "reward=mc"
+    overrides = ["experiment=grpo_smoke", f"dataset@stages.grpo.dataset={dataset}", reward]
+    assert config_error(overrides, tmp_path) == ""  # choice_correct accepted where there is a gold answer
+    assert answer_kind(compose_config(overrides, tmp_path).stages.grpo.dataset) == kind
+
+
+@pytest.mark.parametrize(
     ("overrides", "expected"),
     [
         (["reward.choise_correct=1"], "choice_correct"),
