@@ -175,6 +175,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", [*T, "dataset=file", "dataset.path=unknown_labels.jsonl", "dataset.kind=unpaired"], "2 unknown label"),
     ("train", ["experiment=sft_then_orpo_smoke", "+stages.orpo.trainer.preference_loss=ipo"], "preference_loss=ipo"),
     ("train", ["experiment=sft_then_simpo_smoke", "trainer.preference_sft_weight=1"], "preference_sft_weight=1"),
+    # --- grpo stages: rewards, group size, data (a reward that raises or miscounts mid-training: test_grpo.py) --
+    ("train", ["experiment=grpo_smoke", "reward.choise_correct=1"], "reward.choise_correct"),
+    ("train", ["experiment=grpo_smoke", "reward.reference_overlap=0"], "every reward weight is 0"),
+    ("train", ["experiment=grpo_smoke", "+reward.custom.mine={_target_:no_such_module.score}"], "no_such_module"),
+    ("train", ["experiment=grpo_smoke", "reward.choice_correct=1"], "reward.choice_correct"),
+    ("train", ["experiment=grpo_smoke", "stages.grpo.trainer.grpo_num_generations=3"], "grpo_num_generations=3"),
+    ("train", ["experiment=grpo_smoke", "dataset@stages.grpo.dataset=pretrain_sample"], "kind=grpo"),
 ]  # fmt: skip
 
 

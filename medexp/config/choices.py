@@ -83,3 +83,14 @@ class ComputeDtype(Choice):
     bfloat16 = "bfloat16"
     float16 = "float16"
     float32 = "float32"
+
+
+class GrpoLoss(Choice):
+    grpo = "grpo"  # the paper's: each completion's token losses averaged over its own length (a length bias)
+    dr_grpo = "dr_grpo"  # Dr. GRPO: token losses summed and divided by a constant (max completion length)
+    dapo = "dapo"  # DAPO: token losses averaged over every token of the batch (TRL's default)
+
+
+class RolloutEngine(Choice):
+    transformers = "transformers"  # model.generate on the training model: CPU or GPU, nothing extra
+    vllm = "vllm"  # TRL's colocated vLLM engine on the training GPU: needs CUDA and the vllm package

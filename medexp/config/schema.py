@@ -44,6 +44,7 @@ from medexp.config.evaluation import (
     OODEvalConfig,
     SafetyEvalConfig,
 )
+from medexp.config.reward import RewardConfig
 from medexp.config.rules import Rules, between, check_tree, positive, require
 from medexp.config.stages import stage_configs
 from medexp.config.trainer import TrainerConfig
@@ -195,6 +196,7 @@ class TrainConfig:
     optimized_metric: Any = MISSING  # what train() returns to a sweeper; a list for a multi-objective study
     mixture: dict[str, DatasetConfig] = field(default_factory=dict)  # more datasets trained with `dataset`
     stages: dict[str, StageConfig] = field(default_factory=dict)  # train in stages, in order
+    reward: RewardConfig = field(default_factory=RewardConfig)  # what grpo stages are rewarded for
     optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)  # set per trial by the sweeper
     resume: str | None = None  # continue a run that died: its output directory or MLflow run id
 
@@ -216,6 +218,7 @@ GROUPS: dict[str, type] = {
     "eval": EvalConfig,
     "tracking": TrackingConfig,
     "paths": PathsConfig,
+    "reward": RewardConfig,
 }
 
 __all__ = [  # the groups' schemas, wherever each is defined
@@ -232,6 +235,7 @@ __all__ = [  # the groups' schemas, wherever each is defined
     "OptunaTrialConfig",
     "PathsConfig",
     "QuantizationConfig",
+    "RewardConfig",
     "SafetyEvalConfig",
     "StageConfig",
     "TrackingConfig",

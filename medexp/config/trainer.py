@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from omegaconf import MISSING, DictConfig
 
-from medexp.config.choices import Batching, Precision, PreferenceLoss
+from medexp.config.choices import Batching, GrpoLoss, Precision, PreferenceLoss, RolloutEngine
 from medexp.config.errors import UserError
 from medexp.config.rules import Rules, between, positive, require
 from medexp.config.runtime import gradient_accumulation
@@ -49,6 +49,12 @@ class TrainerConfig:
     kto_desirable_weight: float = 1.0  # kto stages: weight of the desirable rows' loss (TRL's default)
     kto_undesirable_weight: float = 1.0  # kto stages: weight of the undesirable rows' loss (TRL's default)
     simpo_gamma: float = 0.5  # simpo stages: the target reward margin over beta (TRL's default)
+    grpo_num_generations: int = 4  # grpo stages: completions per prompt, compared within their group
+    grpo_max_completion_length: int = 128  # grpo stages: tokens a completion may have before it is cut
+    grpo_temperature: float = 1.0  # grpo stages: sampling temperature of the rollouts (diversity in a group)
+    grpo_beta: float = 0.0  # grpo stages: KL leash to the stage's starting model; 0 = none, no reference pass
+    grpo_loss: GrpoLoss = GrpoLoss.dapo  # grpo stages: how token losses are averaged (TRL's loss_type)
+    rollout_engine: RolloutEngine = RolloutEngine.transformers  # grpo stages: what generates the rollouts
 
     RULES: ClassVar[Rules] = (
         require(
@@ -96,6 +102,25 @@ class TrainerConfig:
             "simpo_gamma",
             lambda v: v >= 0,
             "{key} must be >= 0, got {value}: SimPO's target reward margin (0.5 = TRL's default).",
+        ),
+        require(
+            "grpo_num_generations",
+            lambda v: v >= 2,
+            "{key} must be at least 2, got {value}: GRPO compares "
+            "completions within a group, and one has nothing to be compared with. 4-16 is usual.",
+        ),
+        positive("grpo_max_completion_length", 256),
+        require(
+            "grpo_temperature",
+            lambda v: v > 0,
+            "{key} must be positive, got {value}: 1.0 samples as "
+            "the model predicts; near 0 every completion of a group is the same and nothing is learned.",
+        ),
+        require(
+            "grpo_beta",
+            lambda v: v >= 0,
+            "{key} must be >= 0, got {value}: 0 is no KL leash (TRL's "
+            "default), 0.001-0.04 the usual leash to the stage's starting model.",
         ),
         positive("early_stopping_patience", 3),  # null = never stop early
         positive("effective_batch_size", 16),  # null = batch_size x gradient_accumulation_steps

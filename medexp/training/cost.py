@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback
@@ -26,7 +27,9 @@ class BatchCounter:
 
     def __call__(self, examples: list[dict]) -> Any:
         batch = self.collate(examples)
-        if self.active:
+        if self.active and isinstance(
+            batch, Mapping
+        ):  # GRPO's batches are lists of prompts: nothing to count
             # paired trainers of trl.experimental (ORPO, CPO) batch the chosen and rejected sequences apart
             keys = ["input_ids"] if "input_ids" in batch else ["chosen_input_ids", "rejected_input_ids"]
             for key in (k for k in keys if k in batch):

@@ -30,6 +30,7 @@ CASES = {
     "eval": ("before_training", "before_trainig", "maybe"),
     "tracking": ("enabled", "enabeld", "sometimes"),
     "paths": ("output_root", "output_rot", "[1,2]"),
+    "reward": ("choice_correct", "choise_correct", "abc"),
 }
 
 
@@ -57,9 +58,9 @@ def test_every_schema_leaf_has_a_help_comment():
     """Fields holding a nested dataclass document themselves; every other field says what it means."""
     import re
 
-    from medexp.config import commands, dataset, evaluation, schema, trainer
+    from medexp.config import commands, dataset, evaluation, reward, schema, trainer
 
-    modules = (schema, commands, dataset, trainer, evaluation)
+    modules = (schema, commands, dataset, trainer, evaluation, reward)
     nested = {name for m in modules for name, obj in vars(m).items() if dataclasses.is_dataclass(obj)}
     source = [line for m in modules for line in Path(m.__file__).read_text().splitlines()]
     fields = [m for line in source if (m := re.match(r"^    (\w+): ([\w\[\], ]+) = ", line))]

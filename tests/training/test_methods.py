@@ -103,7 +103,8 @@ def test_a_kind_that_does_not_take_the_data_is_refused(tmp_path, all_tokens):
 def test_an_unknown_stage_kind_is_one_paragraph(tmp_path):
     message = config_error(["experiment=sft_then_dpo_smoke", "stages.dpo.kind=dop"], tmp_path)
     assert message.startswith("stages.dpo.kind=dop is not a stage kind. Did you mean dpo?")
-    assert "Known: sft, pretrain, dpo, kto, orpo, simpo." in message
+    assert f"Known: {', '.join(KINDS)}." in message  # every registered kind, in order
+    assert "Known: sft, pretrain, dpo, kto, orpo, simpo, grpo." in message
 
 
 def _read_tsv(dataset_cfg, key: str) -> RawRecords:

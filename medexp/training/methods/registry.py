@@ -13,6 +13,7 @@ from medexp.config.stages import stage_configs
 from medexp.data.readers import Reader, check_sources, reader_for
 from medexp.training.methods.base import StageKind
 from medexp.training.methods.dpo import DPO
+from medexp.training.methods.grpo import GRPO
 from medexp.training.methods.kto import KTO
 from medexp.training.methods.orpo import ORPO
 from medexp.training.methods.pretrain import Pretrain
@@ -20,7 +21,9 @@ from medexp.training.methods.sft import SFT
 from medexp.training.methods.simpo import SimPO
 
 # The kinds medexp ships; adding one is its module and an entry here (or `register` from your own code).
-KINDS: dict[str, StageKind] = {kind.name: kind for kind in (SFT(), Pretrain(), DPO(), KTO(), ORPO(), SimPO())}
+KINDS: dict[str, StageKind] = {
+    kind.name: kind for kind in (SFT(), Pretrain(), DPO(), KTO(), ORPO(), SimPO(), GRPO())
+}
 
 
 class PlannedStage(NamedTuple):
