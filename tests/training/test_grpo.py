@@ -145,6 +145,7 @@ def _vllm_usable() -> bool:
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
+@pytest.mark.slow  # ~90 s (40 GRPO steps of 8 sampled answers): keeps the default suite inside its 10 minutes
 def test_grpo_smoke_reward_rises(tmp_path):
     """Real GRPO steps on the tiny model: the mean reward of the last logged steps beats the first ones."""
     import mlflow
