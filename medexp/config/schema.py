@@ -172,7 +172,7 @@ class PathsConfig:
 @dataclass
 class StageConfig:
     dataset: DatasetConfig = MISSING  # the stage's data: +dataset@stages.<name>.dataset=<option>
-    kind: str | None = None  # sft, pretrain, dpo (medexp.training.methods); null = its data's default kind
+    kind: str | None = None  # sft, pretrain, dpo, kto, orpo, simpo, grpo; null = its data's default kind
     trainer: dict[str, Any] = field(default_factory=dict)  # trainer settings this stage changes
 
 
