@@ -64,14 +64,48 @@ def training_arguments(cfg: DictConfig, output_dir: Path, precision: str) -> dic
     }
 
 
+def trl_trainer(
+    trainer_class: type,
+    args: Any,
+    cfg: DictConfig,
+    model: Any,
+    tokenizer: Any,
+    data: PreparedData,
+    callbacks: list[Any],
+    early_stopping: bool = True,
+    **extra: Any,
+) -> Any:
+    """A TRL trainer of every stage kind on the stage's splits, with medexp's callbacks (and early stopping when
+    trainer.early_stopping_patience is set and `early_stopping`); `extra` goes to the trainer (GRPO's rewards)."""
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from medexp.console import library_bars_off
+
+    patience = cfg.trainer.early_stopping_patience
+    if early_stopping and patience is not None:
+        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=patience)]
+    # TRL's tokenizing / "Building labels" maps over the already tokenized splits are bars of no interest.
+    with library_bars_off():
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.validation,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            **extra,
+        )
+    # With disable_tqdm the Trainer prints every log as a raw dict instead; MetricsCallback still gets them all.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def build_trainer(
     cfg: DictConfig, model, tokenizer, data: PreparedData, output_dir: Path, precision: str, callbacks
 ):
     import torch
-    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from medexp.console import library_bars_off
     from medexp.training.answer_head import score_answer_tokens_only
     from medexp.training.batching import check_examples_isolated, choose_batching
 
@@ -87,20 +121,7 @@ def build_trainer(
         **batching.trainer_kwargs(block_tokens=int(cfg.dataset.max_tokens)),
         completion_only_loss=True,  # loss on the answer tokens (completion_mask) only
     )
-    if t.early_stopping_patience is not None:
-        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
-    # TRL's "Building labels for train dataset" map over the already tokenized splits is a bar of no interest.
-    with library_bars_off():
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=data.train,
-            eval_dataset=data.validation,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
-    # With disable_tqdm the Trainer prints every log as a raw dict instead; MetricsCallback still gets them all.
-    trainer.remove_callback(PrinterCallback)
+    trainer = trl_trainer(SFTTrainer, args, cfg, model, tokenizer, data, callbacks)
     if score_answer_tokens_only(trainer.model):
         log.info("LM head projects answer tokens only (medexp.training.answer_head)")
     return trainer

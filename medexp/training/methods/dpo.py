@@ -68,11 +68,9 @@ def build_dpo_trainer(
     precision: str,
     callbacks,
 ) -> Any:
-    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import DPOConfig
 
-    from medexp.console import library_bars_off
-    from medexp.training.trainer import training_arguments
+    from medexp.training.trainer import training_arguments, trl_trainer
 
     t = cfg.trainer
     args = DPOConfig(
@@ -83,18 +81,7 @@ def build_dpo_trainer(
         loss_weights=[1.0, float(t.preference_sft_weight)] if t.preference_sft_weight > 0 else None,
         max_length=None,  # rows over dataset.max_tokens were already dropped, never truncated
     )
-    if t.early_stopping_patience is not None:
-        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
-    with library_bars_off():  # TRL's tokenizing maps over the splits
-        trainer = _trainer_class()(
-            model=model,
-            args=args,
-            train_dataset=data.train,
-            eval_dataset=data.validation,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
-    trainer.remove_callback(PrinterCallback)
+    trainer = trl_trainer(_trainer_class(), args, cfg, model, tokenizer, data, callbacks)
     log.info(
         "DPO: beta %s, loss %s, reference = the model at the start of the stage", t.beta, t.preference_loss
     )

@@ -186,11 +186,9 @@ def build_grpo_trainer(
     precision: str,
     callbacks: list[Any],
 ) -> Any:
-    from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from medexp.console import library_bars_off
-    from medexp.training.trainer import training_arguments
+    from medexp.training.trainer import training_arguments, trl_trainer
 
     t = cfg.trainer
     funcs, weights = build_rewards(cfg.reward)
@@ -216,17 +214,10 @@ def build_grpo_trainer(
         vllm_gpu_memory_utilization=VLLM_MEMORY,
         log_completions=False,  # TRL's rich table of samples; medexp's console line reports the rewards
     )
-    with library_bars_off():
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=funcs,
-            args=args,
-            train_dataset=data.train,
-            eval_dataset=data.validation,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
-    trainer.remove_callback(PrinterCallback)
+    # no early stopping: a GRPO stage has no held-out loss to stop on (its last policy is kept)
+    trainer = trl_trainer(
+        GRPOTrainer, args, cfg, model, tokenizer, data, callbacks, early_stopping=False, reward_funcs=funcs
+    )
     log.info(
         "GRPO: %d completions per question, rewards %s, beta %s, loss %s, rollouts by %s",
         t.grpo_num_generations,

@@ -69,11 +69,9 @@ class KTO(StageKind):
         precision: str,
         callbacks: list[Any],
     ) -> Any:
-        from transformers import EarlyStoppingCallback, PrinterCallback
         from trl import KTOConfig, KTOTrainer
 
-        from medexp.console import library_bars_off
-        from medexp.training.trainer import training_arguments
+        from medexp.training.trainer import training_arguments, trl_trainer
 
         t = cfg.trainer
         args = KTOConfig(
@@ -83,18 +81,7 @@ class KTO(StageKind):
             undesirable_weight=float(t.kto_undesirable_weight),
             max_length=None,  # rows over dataset.max_tokens were already dropped, never truncated
         )
-        if t.early_stopping_patience is not None:
-            callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
-        with library_bars_off():  # TRL's tokenizing maps over the splits
-            trainer = KTOTrainer(
-                model=model,
-                args=args,
-                train_dataset=data.train,
-                eval_dataset=data.validation,
-                processing_class=tokenizer,
-                callbacks=callbacks,
-            )
-        trainer.remove_callback(PrinterCallback)
+        trainer = trl_trainer(KTOTrainer, args, cfg, model, tokenizer, data, callbacks)
         log.info(
             "KTO: beta %s, desirable x%s, undesirable x%s, reference = the model at the start of the stage",
             t.beta,

@@ -71,10 +71,7 @@ class ReferenceFree(StageKind):
         precision: str,
         callbacks: list[Any],
     ) -> Any:
-        from transformers import EarlyStoppingCallback, PrinterCallback
-
-        from medexp.console import library_bars_off
-        from medexp.training.trainer import training_arguments
+        from medexp.training.trainer import training_arguments, trl_trainer
 
         config_class, trainer_class = self.trainer_class()
         options = self.options(cfg)
@@ -85,18 +82,6 @@ class ReferenceFree(StageKind):
             max_length=int(cfg.dataset.max_tokens) + TEMPLATE_SLACK,
             remove_unused_columns=False,  # its paired collator reads the chosen_* / rejected_* columns
         )
-        t = cfg.trainer
-        if t.early_stopping_patience is not None:
-            callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)]
-        with library_bars_off():  # TRL's tokenizing maps over the splits
-            trainer = trainer_class(
-                model=model,
-                args=args,
-                train_dataset=data.train,
-                eval_dataset=data.validation,
-                processing_class=tokenizer,
-                callbacks=callbacks,
-            )
-        trainer.remove_callback(PrinterCallback)
+        trainer = trl_trainer(trainer_class, args, cfg, model, tokenizer, data, callbacks)
         log.info("%s: %s, no reference model", self.method, ", ".join(f"{k} {v}" for k, v in options.items()))
         return trainer
