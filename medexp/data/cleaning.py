@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from omegaconf import DictConfig
 
+from medexp.config import UserError
 from medexp.data.multiple_choice import match_key
 from medexp.data.near_dup import drop_near_duplicates
 
@@ -62,6 +63,33 @@ def split_by_question(order: list[int], pairs: Sequence[tuple], n_val: int) -> t
     train: list[int] = []
     for group in groups.values():
         (validation if len(validation) < n_val else train).extend(group)
+    return validation, train
+
+
+def split_by_prompt(
+    records: Sequence[tuple],
+    rows_in: int,
+    dataset_cfg: DictConfig,
+    dropped: Counter[str],
+    what: str,
+    stage: str,
+) -> tuple[list[int], list[int]]:
+    """(validation, train) indices of records keyed by their prompt (preference pairs, labelled completions),
+    split by `split_by_question`; refused in one paragraph when fewer than 2 are usable or all share a prompt.
+    `what` names one record ("preference pair"), `stage` the stage that needs them ("a preference stage")."""
+    if len(records) < 2:
+        raise UserError(
+            f"Only {len(records)} usable {what}(s) left of {rows_in} rows (dropped: {dict(+dropped) or 'none'}); "
+            f"{stage} needs at least 2 (one for validation). Give more rows, or raise dataset.max_tokens (now "
+            f"{dataset_cfg.max_tokens})."
+        )
+    n_val = validation_size(len(records), dataset_cfg.val_fraction)
+    validation, train = split_by_question(list(range(len(records))), records, n_val)
+    if not train:
+        raise UserError(
+            f"All {len(records)} {what}s share one prompt, so no split keeps validation prompts out of training. "
+            "Use data with more than one distinct prompt."
+        )
     return validation, train
 
 

@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from medexp.config import UserError
 from medexp.data.chat import chat_messages
 from medexp.data.cleaning import (
     deduplicate,
     fingerprint,
     shuffle_and_limit,
-    split_by_question,
-    validation_size,
+    split_by_prompt,
 )
 from medexp.data.multiple_choice import match_key
 from medexp.data.prepared import PreparedData, SourceReport
@@ -51,7 +49,9 @@ def prepare_preferences(
     kept = [(pair, n) for pair, n in zip(pairs, lengths, strict=True) if n <= dataset_cfg.max_tokens]
     dropped["too_long"] = len(pairs) - len(kept)
     kept, unused = shuffle_and_limit(kept, dataset_cfg.limit, seed)
-    validation, train = _split(kept, raw, dataset_cfg, dropped)
+    validation, train = split_by_prompt(
+        [pair for pair, _ in kept], raw.rows_in, dataset_cfg, dropped, "preference pair", "a preference stage"
+    )
     report = SourceReport(rows_in=raw.rows_in, rows_kept=len(kept), train_rows=len(train))
     report.dropped, report.unused_by_limit = +dropped, unused
     leaked = {match_key(kept[i][0].prompt) for i in validation} & {
@@ -91,25 +91,6 @@ def _longer(tokenizer: PreTrainedTokenizerBase, system: str, pair: PreferencePai
         )
         for answer in (pair.chosen, pair.rejected)
     )
-
-
-def _split(
-    kept: list[tuple[PreferencePair, int]], raw: RawRecords, dataset_cfg: DictConfig, dropped: Counter[str]
-) -> tuple[list[int], list[int]]:
-    if len(kept) < 2:
-        raise UserError(
-            f"Only {len(kept)} usable preference pair(s) left of {raw.rows_in} rows (dropped: "
-            f"{dict(+dropped) or 'none'}); a preference stage needs at least 2 (one for validation). Give more "
-            f"rows, or raise dataset.max_tokens (now {dataset_cfg.max_tokens})."
-        )
-    n_val = validation_size(len(kept), dataset_cfg.val_fraction)
-    validation, train = split_by_question(list(range(len(kept))), [pair for pair, _ in kept], n_val)
-    if not train:
-        raise UserError(
-            f"All {len(kept)} preference pairs share one prompt, so no split keeps validation prompts out of "
-            "training. Use data with more than one distinct prompt."
-        )
-    return validation, train
 
 
 def _conversations(system: str, pairs: list[PreferencePair]) -> datasets.Dataset:

@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from medexp.config import UserError
 from medexp.data.chat import chat_messages
 from medexp.data.cleaning import (
     deduplicate,
     fingerprint,
     shuffle_and_limit,
-    split_by_question,
-    validation_size,
+    split_by_prompt,
 )
 from medexp.data.multiple_choice import match_key
 from medexp.data.prepared import PreparedData, SourceReport
@@ -77,7 +75,9 @@ def prepare_unpaired(
     kept = [(row, n) for row, n in zip(rows, lengths, strict=True) if n <= dataset_cfg.max_tokens]
     dropped["too_long"] = len(rows) - len(kept)
     kept, unused = shuffle_and_limit(kept, dataset_cfg.limit, seed)
-    validation, train = _split(kept, raw, dataset_cfg, dropped)
+    validation, train = split_by_prompt(
+        [row for row, _ in kept], raw.rows_in, dataset_cfg, dropped, "labelled completion", "a KTO stage"
+    )
     report = SourceReport(rows_in=raw.rows_in, rows_kept=len(kept), train_rows=len(train))
     report.dropped, report.unused_by_limit = +dropped, unused
 
@@ -124,28 +124,6 @@ def _row_texts(row: LabelledCompletion) -> tuple[str, str, str]:
 def _texts(raw: RawRecords) -> list[tuple[str, str, str]]:
     """The rows as texts, so the cleaning reads the label as one more field."""
     return [_row_texts(row) for row in raw.records]
-
-
-def _split(
-    kept: list[tuple[LabelledCompletion, int]],
-    raw: RawRecords,
-    dataset_cfg: DictConfig,
-    dropped: Counter[str],
-) -> tuple[list[int], list[int]]:
-    if len(kept) < 2:
-        raise UserError(
-            f"Only {len(kept)} usable labelled completion(s) left of {raw.rows_in} rows (dropped: "
-            f"{dict(+dropped) or 'none'}); a KTO stage needs at least 2 (one for validation). Give more rows, or "
-            f"raise dataset.max_tokens (now {dataset_cfg.max_tokens})."
-        )
-    n_val = validation_size(len(kept), dataset_cfg.val_fraction)
-    validation, train = split_by_question(list(range(len(kept))), [row for row, _ in kept], n_val)
-    if not train:
-        raise UserError(
-            f"All {len(kept)} labelled completions share one prompt, so no split keeps validation prompts out of "
-            "training. Use data with more than one distinct prompt."
-        )
-    return validation, train
 
 
 def _conversations(system: str, rows: list[LabelledCompletion]) -> datasets.Dataset:
