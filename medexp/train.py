@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> RunResult:
     # Heavy imports only now that the config and the data are known to be sound.
     from transformers import set_seed
 
-    from medexp.evaluation.suites import safety_pass_rate
+    from medexp.evaluation.suites import safety_pass_rate, stage_scorer
     from medexp.sweep.trial import connect_trial
     from medexp.tracking import flatten, run_tags, start_run
     from medexp.training.model import load_model, load_tokenizer, resolve_precision
@@ -87,10 +87,10 @@ def train(cfg: DictConfig) -> RunResult:
         # Seeded here, not earlier: MLflow draws generated run names from the same global RNG.
         set_seed(cfg.seed)
         model = load_model(cfg.model, cfg.lora, precision, cfg.trainer.gradient_checkpointing)
-        # the safety probes (evaluation's) are handed in for the stage kinds that measure them (dpo)
-        run = RunContext(
-            cfg, output_dir, tokenizer, precision, tracker, trial, bool(found), tags, safety_pass_rate
-        )
+        # evaluation's measures around the stages (training may not import it): the safety probes for the kinds
+        # that ask (dpo, grpo), multiple-choice accuracy before and after each stage (eval.mc.each_stage)
+        measures = safety_pass_rate, stage_scorer
+        run = RunContext(cfg, output_dir, tokenizer, precision, tracker, trial, bool(found), tags, *measures)
         outcome, steps = train_stages(run, plans, datas, model)  # each continues the previous one's adapter
         metrics, adapter_dir = outcome.metrics, output_dir / "adapter"
         if not main_process:  # the other ranks stop after training (every evaluation in it is collective)

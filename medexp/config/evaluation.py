@@ -84,6 +84,7 @@ class MCEvalConfig:
     enabled: bool = MISSING  # multiple-choice accuracy by option log-likelihood
     validation: bool = MISSING  # score the run's own multiple-choice validation questions
     limit: int = MISSING  # at most this many questions per set
+    each_stage: bool = MISSING  # a staged run: also score before the first stage and after each stage
     sets: dict[str, DatasetConfig] = field(default_factory=dict)  # more sets, each a dataset option
 
     RULES: ClassVar[Rules] = (positive("limit", 200),)

@@ -33,6 +33,10 @@ class Stage:
     # the safety probes' pass rate of a model (evaluation's, handed in by the command): before and after a
     # stage whose kind asks for it (dpo)
     safety_check: Callable[[Any], float] | None = None
+    # held-out scores of a model (evaluation's multiple-choice accuracy, eval.mc.each_stage): logged before and
+    # after the stage as <name>_before / _after; `before` = the previous stage's, already measured
+    score: Callable[[Any], dict[str, float]] | None = None
+    before: dict[str, float] | None = None
 
 
 @dataclass
@@ -53,6 +57,7 @@ class StageOutcome:
     model: Any
     steps: int
     curves: dict[str, list[tuple[int, float]]]  # train_loss and eval_loss by step, for the report
+    scores: dict[str, float] | None = None  # Stage.score of the model it ends with (the next stage's before)
 
 
 @dataclass
@@ -70,12 +75,17 @@ class RunContext:
     # evaluation's safety probes' pass rate (cfg, model, tokenizer=...), handed in by the command, since
     # training may not import evaluation; measured around the stages whose kind asks for it
     safety_probe: Callable[..., float] | None = None
+    # evaluation's held-out scorer factory (cfg, data) -> score(model, tokenizer) or None when off
+    # (eval.mc.each_stage), used around every stage of a staged run on the final evaluation's questions
+    stage_scorer: Callable[..., Any] | None = None
 
 
 def train_stages(run: RunContext, plans: list, datas: list, model: Any) -> tuple[StageOutcome, int]:
     """Each stage (a `PlannedStage`: name, config, kind) in turn, continuing the previous one's (best) adapter;
     the last stage's outcome and the steps of all. The parent run of a staged run carries the final metrics."""
-    steps = 0
+    steps, score, before = 0, None, None
+    if len(plans) > 1 and run.stage_scorer is not None:  # a plain run: eval/base/* and eval/* say the same
+        score = run.stage_scorer(plans[-1].cfg, datas[-1])
     for i, (plan, data) in enumerate(zip(plans, datas, strict=True)):
         last = i == len(plans) - 1
         probe = run.safety_probe
@@ -89,11 +99,13 @@ def train_stages(run: RunContext, plans: list, datas: list, model: Any) -> tuple
             trial=run.trial if last else None,  # a sweep prunes on the final stage's eval_loss only
             resume=run.resuming,
             safety_check=partial(probe, plan.cfg, tokenizer=run.tokenizer) if probe else None,
+            score=partial(score, tokenizer=run.tokenizer) if score else None,
+            before=before,
         )
         outcome = run_stage(
             stage, model, run.tokenizer, run.precision, run.tracker, (i + 1, len(plans)), run.tags
         )
-        model = outcome.model  # the next stage continues from this stage's (best) adapter
+        model, before = outcome.model, outcome.scores  # the next stage continues this one's (best) adapter
         steps += outcome.steps
     if len(plans) > 1:
         metrics = outcome.metrics
@@ -171,6 +183,10 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     )
     if safety_check:  # what a preference stage is for: the probes' pass rate before it and after
         metrics["safety_pass_rate_before"] = stage.safety_check(trainer.model)
+    scored = stage.score is not None and main_process
+    if scored and (stage.before is not None or not checkpoint):  # a resumed stage's was measured before
+        before = stage.before if stage.before is not None else stage.score(trainer.model)
+        metrics |= {f"{k}_before": v for k, v in before.items()}
     _evaluate_start(stage, trainer, checkpoint, metrics)
     _train(stage, trainer, checkpoint)
 
@@ -178,6 +194,8 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     kind.finish(trainer.model)
     if safety_check:
         metrics["safety_pass_rate_after"] = stage.safety_check(trainer.model)
+    scores = stage.score(trainer.model) if scored else None
+    metrics |= {f"{k}_after": v for k, v in (scores or {}).items()}
     if kind.perplexity:  # the held-out loss and perplexity of the best checkpoint
         from medexp.training.held_out import held_out_metrics
 
@@ -193,7 +211,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
     if main_process:
         _save(stage, trainer, tokenizer, tracker)
         write_stage_record(stage.output_dir, metrics, trainer.state.global_step, curves)  # this stage is done
-    return StageOutcome(metrics, trainer.model, trainer.state.global_step, curves)
+    return StageOutcome(metrics, trainer.model, trainer.state.global_step, curves, scores)
 
 
 def _build(

@@ -3,6 +3,7 @@ the LLM quality judge, multiple choice, out-of-domain prompts, safety probes, a 
 own suites (eval.suites, through Hydra's `_target_`). Each follows medexp.evaluation.suites.base.Suite."""
 
 from medexp.evaluation.suites.base import EvalContext, Metric, Suite, Switch
+from medexp.evaluation.suites.multiple_choice import stage_scorer
 from medexp.evaluation.suites.registry import after_training, all_suites, check_inputs
 from medexp.evaluation.suites.safety import safety_pass_rate
 
@@ -15,4 +16,5 @@ __all__ = [
     "all_suites",
     "check_inputs",
     "safety_pass_rate",
+    "stage_scorer",
 ]

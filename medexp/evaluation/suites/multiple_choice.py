@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -78,3 +80,26 @@ def question_sets(ctx: EvalContext) -> dict[str, tuple[str, list]]:
         items = [it for q, a in pairs if (it := choice_item(q, a, set_cfg)) is not None][: mc.limit]
         sets[str(name)] = (str(set_cfg.system_prompt).strip(), items)
     return sets
+
+
+def stage_scorer(cfg: DictConfig, data: Any) -> Callable[[Any, Any], dict[str, float]] | None:
+    """What a staged run scores before its first stage and after each (eval.mc.each_stage): the accuracy of
+    (model, tokenizer) on the questions the final evaluation scores (`data`, the last stage's prepared data, and
+    eval.mc.sets, read once here), as `mc/<set>/accuracy` and `accuracy_norm`; None when it is off."""
+    from medexp.data import sources
+
+    mc = cfg.eval.mc
+    if not (mc.enabled and mc.each_stage):
+        return None
+    sets = question_sets(EvalContext(cfg.eval, None, None, data, sources(cfg), int(cfg.seed), progress=None))
+
+    def score(model: Any, tokenizer: Any) -> dict[str, float]:
+        from medexp.evaluation.multiple_choice import accuracy
+
+        scores: dict[str, float] = {}
+        for name, (system, items) in sets.items():
+            found = accuracy(model, tokenizer, system, items)
+            scores |= {f"mc/{name}/{k}": v for k, v in found.items() if k != "questions"}
+        return scores
+
+    return score
