@@ -7,6 +7,7 @@ group would not produce (`check_optimized_metric`, `missing_metric_error`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +21,7 @@ from medexp.evaluation.suites.registry import all_suites
 class Entry(NamedTuple):
     needs: tuple[Switch, ...]  # the config values that must all be on for the metric to be logged
     certain: bool  # False: logged only when the data holds such items
+    never: Callable[[DictConfig], str | None] | None = None  # why the run's data never holds them, or None
 
 
 def metric_map(eval_cfg: DictConfig, suites: list[Suite] | None = None) -> dict[str, Entry]:
@@ -30,11 +32,11 @@ def metric_map(eval_cfg: DictConfig, suites: list[Suite] | None = None) -> dict[
         own = suite.switches(eval_cfg)
         for m in suite.metrics(eval_cfg):
             needs = (*own, *m.needs)
-            out[f"eval/{m.name}"] = Entry(needs, m.certain)
+            out[f"eval/{m.name}"] = Entry(needs, m.certain, m.never)
             if m.base:
-                out[f"eval/base/{m.name}"] = Entry((before, *needs), m.certain)
+                out[f"eval/base/{m.name}"] = Entry((before, *needs), m.certain, m.never)
             if m.delta:
-                out[f"eval/delta/{m.name}"] = Entry((before, *needs), m.certain)
+                out[f"eval/delta/{m.name}"] = Entry((before, *needs), m.certain, m.never)
     return out
 
 
@@ -64,12 +66,14 @@ def missing_metric_error(metric: str, cfg: DictConfig, what: str) -> str | None:
     entry, off = _first_off(metric, cfg)
     if entry is None:
         return (
-            f"{what} names {metric!r}, which is not a metric medexp computes. Use eval_loss or an eval/<name> "
-            "metric of the eval group, e.g. eval/perplexity, eval/rouge_l (generation) or eval/safety_pass_rate "
-            "(eval.safety.enabled=true)."
+            f"{what} names {metric!r}, which is not a metric medexp computes at the end of a run (a stage's "
+            "per-step curves, such as a GRPO stage's rewards/*, are not judged). Use eval_loss or an eval/<name> "
+            "metric of the eval group, e.g. eval/perplexity, eval/rouge_l (generation), eval/safety_pass_rate "
+            "(eval.safety.enabled=true) or eval/mc/<set>/accuracy (eval.mc.enabled=true)."
         )
     if off is None:
-        return None
+        why = entry.never(cfg) if entry.never is not None else None
+        return f"{what} needs {metric!r}, which this run never logs: {why}" if why else None
     preset = f" (or {off.preset})" if off.preset else ""
     return (
         f"{what} needs {metric!r}, but this run's eval group does not compute it ({off.key} is off). Turn it on "

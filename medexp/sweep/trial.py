@@ -95,23 +95,32 @@ class TrialReporter:
                 log.info("trial %d breaks the constraints: %s", self.number, "; ".join(broken))
         tracker.set_tags(tags)
 
-    def callback(self):
+    def callback(self, metric: str = "eval_loss", better: str = "minimize"):
+        """Reports `metric` (the last stage kind's progress: eval_loss, or eval_reward for grpo) at each
+        evaluation and stops training when the pruner says so. Only into a single-objective study whose direction
+        is `better`: a pruner compares intermediate values in the study's direction, so a falling loss reported
+        to a maximizing study would prune the best trials. Otherwise the trial reports nothing and runs whole."""
         from transformers import TrainerCallback
 
-        reporter = self
+        reporter, study = self, self.trial.study
+        reports = len(study.directions) == 1 and study.direction.name.lower() == better
+        if not reports:
+            log.info("trial %d: %s is not reported (the study %ss): no pruning", self.number, metric,
+                     "/".join(d.name.lower() for d in study.directions))  # fmt: skip
 
         class ReportAndPrune(TrainerCallback):
             def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-                value = (metrics or {}).get("eval_loss")
-                if value is None or len(reporter.trial.study.directions) > 1:  # multi-objective: no pruning
+                value = (metrics or {}).get(metric)
+                if value is None or not reports:
                     return
                 reporter.trial.report(float(value), step=state.global_step)
                 if reporter.trial.should_prune():
                     reporter.pruned_at = state.global_step
                     log.info(
-                        "trial %d pruned at step %d (eval_loss %.4f)",
+                        "trial %d pruned at step %d (%s %.4f)",
                         reporter.number,
                         state.global_step,
+                        metric,
                         value,
                     )
                     control.should_training_stop = True

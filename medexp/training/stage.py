@@ -262,7 +262,7 @@ def _train(stage: Stage, trainer: Any, checkpoint: Path | None) -> None:
     from medexp.training.stopping import GracefulStop
 
     if stage.trial is not None:  # added after the base evaluation: only trained steps are reported
-        trainer.add_callback(stage.trial.callback())
+        trainer.add_callback(stage.trial.callback(*stage.kind.progress))
     stop = GracefulStop()
     trainer.add_callback(stop)
     with stop:

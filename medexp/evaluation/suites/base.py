@@ -11,6 +11,7 @@ A suite object serves one evaluation: `prepare` may keep the inputs it read on `
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -52,6 +53,8 @@ class Metric:
     delta: bool = True  # also eval/delta/<name> = adapted - base (with eval.before_training)
     needs: tuple[Switch, ...] = ()  # config values this metric needs besides the suite's own switches
     certain: bool = True  # False: logged only when the data holds such items (multiple-choice questions)
+    # for such a metric: why this run's data can never hold them (a sentence), or None; judged on the train root
+    never: Callable[[DictConfig], str | None] | None = None
 
 
 @dataclass

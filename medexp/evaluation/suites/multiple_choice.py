@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medexp.evaluation.suites.base import EvalContext, Metric, Suite, Switch, flag
 
@@ -25,7 +25,7 @@ class MultipleChoice(Suite):
     def metrics(self, eval_cfg: DictConfig) -> list[Metric]:
         own = flag(eval_cfg, "mc.validation")
         # the run's own questions count only when its validation split holds multiple-choice ones
-        out = _per_set("validation", needs=(own,), certain=False)
+        out = _per_set("validation", needs=(own,), certain=False, never=_no_own_questions)
         for name in eval_cfg.mc.sets or {}:
             out += _per_set(str(name))
         return out
@@ -51,12 +51,35 @@ class MultipleChoice(Suite):
             ctx.result.add(adapted, base, prefix=f"mc/{name}/")
 
 
-def _per_set(name: str, needs: tuple = (), certain: bool = True) -> list[Metric]:
+def _per_set(name: str, needs: tuple = (), certain: bool = True, never: Any = None) -> list[Metric]:
     return [
-        Metric(f"mc/{name}/accuracy", needs=needs, certain=certain),
-        Metric(f"mc/{name}/accuracy_norm", needs=needs, certain=certain),
-        Metric(f"mc/{name}/questions", base=False, delta=False, needs=needs, certain=certain),
+        Metric(f"mc/{name}/accuracy", needs=needs, certain=certain, never=never),
+        Metric(f"mc/{name}/accuracy_norm", needs=needs, certain=certain, never=never),
+        Metric(f"mc/{name}/questions", base=False, delta=False, needs=needs, certain=certain, never=never),
     ]
+
+
+def _no_own_questions(cfg: DictConfig) -> str | None:
+    """Why the run's own validation questions (its last stage's data and mixture) can hold no multiple-choice or
+    yes/no/maybe question, or None when they can: a sweep judging every trial on them would find them all missing."""
+    from medexp.config import stage_configs
+    from medexp.data.readers import READERS
+
+    if OmegaConf.select(cfg, "stages") is None and OmegaConf.select(cfg, "dataset") is None:
+        return None  # an eval group alone: nothing to judge the data by
+    stage_cfg = stage_configs(cfg)[-1][1]
+    data = [stage_cfg.dataset, *(stage_cfg.mixture or {}).values()]
+    if any(
+        str(d.kind) not in READERS or READERS[str(d.kind)].lettered_options or d.decision_field for d in data
+    ):
+        return None  # an unknown kind is the data check's to refuse
+    d = stage_cfg.dataset
+    return (
+        f"the held-out questions are the last stage's data ({d.path or d.name}, dataset.kind={d.kind}), which "
+        "holds no multiple-choice or yes/no/maybe question. Name a set of its own instead, e.g. "
+        "+dataset@eval.mc.sets.medmcqa=medmcqa and eval/mc/medmcqa/accuracy, or give the last stage "
+        "multiple-choice data (dataset.kind=multiple_choice, or a decision_field)."
+    )
 
 
 def question_sets(ctx: EvalContext) -> dict[str, tuple[str, list]]:

@@ -34,6 +34,8 @@ class StageKind:
     perplexity: ClassVar[bool] = True  # held-out loss and perplexity (eval.metrics) before and after it
     safety_probes: ClassVar[bool] = False  # eval.safety's probes' pass rate before and after it
     logs: ClassVar[tuple[str, ...]] = ("loss", "eval_loss")  # what its trainer logs per step, for the console
+    # what a sweep's pruner compares at each evaluation of the last stage, and which way is better
+    progress: ClassVar[tuple[str, str]] = ("eval_loss", "minimize")
 
     def describe_needs(self) -> str:
         """The data it takes, as a refusal words it: `needs`, else the formats whose records it trains on."""

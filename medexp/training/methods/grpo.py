@@ -71,6 +71,9 @@ class GRPO(StageKind):
         True  # what RL against a scorer most needs watching: the probes' pass rate before and after
     )
     logs = ("reward", "frac_reward_zero_std", "completions/mean_length", "kl")
+    # a sweep prunes on the mean reward of the validation questions' rollouts: the GRPO loss does not compare
+    # across settings (its advantages are centred per group; beta adds a KL term), the reward does
+    progress = ("eval_reward", "maximize")
 
     def check(self, name: str, stage_cfg: DictConfig, last: bool) -> None:
         check_rewards(stage_cfg.reward, answer_kind(stage_cfg.dataset), name)
