@@ -196,7 +196,7 @@ def test_a_kl_leash_holds_to_the_starting_adapter_which_is_dropped_after(tmp_pat
                 "experiment=grpo_smoke",
                 "stages.grpo.trainer.max_steps=2",
                 "stages.grpo.trainer.eval_steps=2",
-                "+stages.grpo.trainer.grpo_beta=0.04",
+                "stages.grpo.trainer.grpo_beta=0.04",
                 "reward.safety=1",
                 "eval.safety.enabled=true",
             ],
