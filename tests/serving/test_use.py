@@ -295,8 +295,10 @@ def _ask(**fields) -> bytes:
             400,
             "Unknown field 'max_token'. This server accepts: model, messages, max_tokens",
         ),
-        (_ask(n=2), 400, "n=2 is not supported by this server; leave it out or send null or 1"),
-        (_ask(logprobs=True), 400, "logprobs=true is not supported"),
+        (_ask(n=9), 400, "n=9 over this server's cap of 8 (limits.max_n)"),
+        (_ask(logprobs=True, top_logprobs=21), 400, "top_logprobs=21 is outside 0 to 20"),
+        (_ask(top_logprobs=2), 400, "top_logprobs needs logprobs=true"),
+        (_ask(stop=["a", "b", "c", "d", "e"]), 400, "stop lists 5 sequences; this server takes at most 4"),
         (_ask(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools=[{"),
         (
             _ask(response_format={"type": "json_object"}),
