@@ -182,6 +182,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["experiment=grpo_smoke", "reward.choice_correct=1"], "reward.choice_correct"),
     ("train", ["experiment=grpo_smoke", "stages.grpo.trainer.grpo_num_generations=3"], "grpo_num_generations=3"),
     ("train", ["experiment=grpo_smoke", "dataset@stages.grpo.dataset=pretrain_sample"], "kind=grpo"),
+    # --- serve: the cap on choices per request (issue 27) -----------------------------------------------------
+    ("serve", ["source=not_a_run", "limits.max_n=0"], "max_n"),
 ]  # fmt: skip
 
 

@@ -263,7 +263,6 @@ def test_metrics_count_requests_tokens_batches_and_latency(server):
     assert after[("medexp_queue_depth", ())] == 0 and after[("medexp_requests_running", ())] == 0
 
 
-@pytest.mark.slow
 def test_lm_eval_local_completions_scores_equal_medexps_own(server, model, tmp_path):
     """lm-evaluation-harness's `local-completions` model on a local PubMedQA task (3 questions x 3 answers), its
     log-likelihoods read from the server, equal those lm-eval's in-process model computes on the same model (how
