@@ -186,6 +186,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["--multirun", "hparams_search=grpo_optuna", "experiment=grpo_smoke"], "never logs"),
     ("train", ["--multirun", "hparams_search=grpo_optuna", "experiment=grpo_smoke", "optimized_metric=eval_loss", "hydra.sweeper.direction=minimize", 'hydra.sweeper.constraints=["eval/mc/validation/accuracy >= 0.3"]'], "never logs"),
     ("train", ["--multirun", "hparams_search=grpo_optuna", "experiment=grpo_smoke", "optimized_metric=eval_loss", "hydra.sweeper.direction=minimize", 'hydra.sweeper.constraints=["rewards/safety/mean >= 0"]'], "rewards/safety/mean"),
+    # --- serve: the cap on choices per request (issue 27) -----------------------------------------------------
+    ("serve", ["source=not_a_run", "limits.max_n=0"], "max_n"),
 ]  # fmt: skip
 
 

@@ -155,6 +155,9 @@ class ServeLimits:
     max_concurrent: int = MISSING  # requests generating at once
     max_queue: int = MISSING  # requests allowed to wait for a generation slot (0 or more); more get a 503
     queue_timeout_s: float = MISSING  # the longest a request waits for a slot before a 503 with Retry-After
+    max_n: int = (
+        MISSING  # the most choices one request may ask for: n, times the prompts of a completions request
+    )
 
     RULES: ClassVar[Rules] = (
         _count("max_tokens", 1, "the most tokens one request may ask for, e.g. 1024"),
@@ -163,6 +166,11 @@ class ServeLimits:
         _count("max_body_bytes", 1, "the largest request body read, in bytes, e.g. 262144"),
         _count("max_concurrent", 1, "how many requests generate at once, e.g. 1"),
         _count("max_queue", 0, "how many requests may wait for a generation slot (0: none wait), e.g. 16"),
+        _count(
+            "max_n",
+            1,
+            "the most choices one request may ask for (n, times a completions request's prompts), e.g. 8",
+        ),
         _seconds(
             "queue_timeout_s",
             "how long a request may wait for a generation slot before it gets a 503 with Retry-After. For example: 60",

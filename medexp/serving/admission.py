@@ -1,11 +1,19 @@
-"""What the server lets in: `BodyCap` refuses a body over the size cap before anything parses it, and `Gate`
-bounds how many requests generate and wait at once (the rest get a 503 with Retry-After at once)."""
+"""What the server lets in: `BodyCap` refuses a body over the size cap before anything parses it, `Gate` bounds
+how many requests generate and wait at once (the rest get a 503 with Retry-After at once), and `admitted` runs a
+handler's work once the gate lets it in, giving the slot back however the answer ends."""
 
 import asyncio
 import json
 import math
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+import anyio
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -115,3 +123,64 @@ class Gate:
     def retry_after(self) -> int:
         """Seconds until a retry is likely to find room: the mean slot time for each round of the queue ahead."""
         return max(1, math.ceil(self._held_s * (self.waiting // self.slots + 1)))
+
+
+def error(
+    status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+    param: str | None = None, headers: dict[str, str] | None = None,
+) -> JSONResponse:  # fmt: skip
+    return JSONResponse(error_body(message, kind, code, param), status_code=status, headers=headers)
+
+
+def busy(gate: Gate, reason: str) -> JSONResponse:
+    """The 503 for a request the gate turned away: full, or waited too long."""
+    wait = gate.retry_after()
+    if reason == "timeout":
+        why = f"this request waited {gate.timeout_s:g} s (limits.queue_timeout_s) for a generation slot"
+    else:
+        why = f"{gate.generating} generating and {gate.waiting} waiting, the most it takes"
+        why += f" (limits.max_concurrent={gate.slots}, limits.max_queue={gate.queue})"
+    message = f"The server is busy: {why}. Retry after {wait} s."
+    return error(503, message, "server_error", "server_busy", headers={"Retry-After": str(wait)})
+
+
+class SlotStream(StreamingResponse):
+    """A streamed answer that ends its generation and gives its slot back however the response ends: finished,
+    failed, or abandoned by the client (Starlette then cancels the stream)."""
+
+    def __init__(self, content: AsyncIterator[str], gate: Gate, started: float) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self.gate, self.started = gate, started
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # runs the events' cleanup now, not when collected
+            self.gate.leave(time.monotonic() - self.started)
+
+
+async def admitted(
+    request: Request,
+    work: Callable[[threading.Event], Any],
+    events: Callable[[], AsyncIterator[str]] | None = None,
+) -> Any:
+    """Once the gate lets this request in: the streamed `events()` when given, else `work(cancel)` run in a worker
+    thread (`cancel` is set when the client leaves). A 503 with Retry-After when the gate turns it away."""
+    gate = request.app.state.gate
+    gone = asyncio.ensure_future(until_disconnected(request.receive))
+    if (reason := await gate.enter(gone)) is not None:
+        gone.cancel()
+        return busy(gate, reason)
+    started = time.monotonic()
+    if events is not None:
+        gone.cancel()  # from here Starlette's own disconnect listener cancels the stream
+        return SlotStream(events(), gate, started)
+    cancel = threading.Event()
+    gone.add_done_callback(lambda f: f.cancelled() or cancel.set())
+    try:
+        return await run_in_threadpool(work, cancel)
+    finally:
+        gone.cancel()
+        gate.leave(time.monotonic() - started)

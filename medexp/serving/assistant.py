@@ -58,6 +58,14 @@ class Assistant:
         turns = [m for m in conversation if m["role"] != "system"]
         return [{"role": "system", "content": self.system_prompt}, *turns]
 
+    def prompt_ids(self, conversation: list[dict[str, str]]) -> list[int]:
+        """The conversation's token ids, as the model reads them before its answer."""
+        return list(
+            self.tokenizer.apply_chat_template(
+                self.messages(conversation), add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+        )
+
     def prompt_tokens(self, conversation: list[dict[str, str]]) -> Any:
         return self.tokenizer.apply_chat_template(
             self.messages(conversation), add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -109,24 +117,6 @@ class Assistant:
             thread.join()
         if failed:
             raise failed[0]
-
-    def complete(
-        self, conversation: list[dict[str, str]], sampling: Sampling, stop: threading.Event | None = None
-    ) -> tuple[str, int, int]:
-        """(answer, prompt tokens, completion tokens); setting `stop` ends the generation at the next token."""
-        import torch
-
-        inputs = self.prompt_tokens(conversation)
-        with torch.no_grad():
-            ids = self.model.generate(
-                **inputs,
-                stopping_criteria=_stop_when(stop or threading.Event()),
-                pad_token_id=self.tokenizer.pad_token_id,
-                **sampling.generate_kwargs(),
-            )
-        new = ids[0, inputs["input_ids"].shape[1] :]
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return text, int(inputs["input_ids"].shape[1]), int(new.numel())
 
 
 def load_assistant(cfg: DictConfig) -> Assistant:

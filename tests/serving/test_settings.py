@@ -32,6 +32,7 @@ def serve_config(tmp_path: Path, *overrides: str):
             "limits.queue_timeout_s must be a positive number of seconds, got inf",
         ),
         ("limits.default_max_tokens=2048", "limits.default_max_tokens=2048 is over limits.max_tokens=1024"),
+        ("limits.max_n=0", "limits.max_n must be a positive whole number, got 0: the most choices"),
     ],
 )
 def test_bad_serve_settings_are_named(tmp_path, override, message):
@@ -49,7 +50,7 @@ def test_serving_beyond_loopback_is_warned_about(tmp_path, capsys):
 
 
 def test_a_request_is_refused_for_the_first_reason_only():
-    limits = OmegaConf.create({"max_tokens": 64, "max_message_chars": 10})
+    limits = OmegaConf.create({"max_tokens": 64, "max_message_chars": 10, "max_n": 4})
     ask = {"messages": [{"role": "user", "content": "hi"}]}
     assert refusal(ChatRequest(**ask), "m", limits, vocab=100) is None
     refused = refusal(ChatRequest(**ask, model="other", max_tokens=65), "m", limits, vocab=100)

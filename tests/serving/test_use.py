@@ -295,8 +295,10 @@ def _ask(**fields) -> bytes:
             400,
             "Unknown field 'max_token'. This server accepts: model, messages, max_tokens",
         ),
-        (_ask(n=2), 400, "n=2 is not supported by this server; leave it out or send null or 1"),
-        (_ask(logprobs=True), 400, "logprobs=true is not supported"),
+        (_ask(n=9), 400, "n=9 over this server's cap of 8 (limits.max_n)"),
+        (_ask(logprobs=True, top_logprobs=21), 400, "top_logprobs=21 is outside 0 to 20"),
+        (_ask(top_logprobs=2), 400, "top_logprobs needs logprobs=true"),
+        (_ask(stop=["a", "b", "c", "d", "e"]), 400, "stop lists 5 sequences; this server takes at most 4"),
         (_ask(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools=[{"),
         (
             _ask(response_format={"type": "json_object"}),
@@ -369,7 +371,7 @@ def test_twenty_concurrent_requests_get_their_own_answers(server):
 
 
 # One generation slot, one place in the queue, 2 s of waiting at most; a request that would generate for many
-# seconds holds the slot (4096 tokens with the end-of-sequence token banned through logit_bias).
+# seconds holds the slot (8 x 256 tokens with the end-of-sequence token banned through logit_bias).
 BUSY_LIMITS = ("limits.max_tokens=4096", "limits.default_max_tokens=16", "limits.max_concurrent=1",
                "limits.max_queue=1", "limits.queue_timeout_s=2")  # fmt: skip
 SHORT = {"messages": [{"role": "user", "content": "What is anemia?"}], "max_tokens": 4, "temperature": 0}
@@ -388,7 +390,8 @@ def _start_long_request(url: str, eos: int, stream: bool) -> http.client.HTTPCon
     """A request that would generate for many seconds, once it generates (streamed: its first text has come)."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    long = {"messages": [{"role": "user", "content": "What is asthma?"}], "max_tokens": 4096, "temperature": 0,
+    # 8 choices of 256 tokens (what fits the tiny model's 512-token context after the prompt), one after another
+    long = {"messages": [{"role": "user", "content": "What is asthma?"}], "max_tokens": 256, "n": 8, "temperature": 0,
             "stream": stream, "logit_bias": {str(eos): -100}}  # fmt: skip
     conn.request("POST", "/v1/chat/completions", json.dumps(long), {"Content-Type": "application/json"})
     if stream:
