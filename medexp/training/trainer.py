@@ -46,7 +46,8 @@ def training_arguments(cfg: DictConfig, output_dir: Path, precision: str) -> dic
         "metric_for_best_model": "eval_loss",
         "greater_is_better": False,
         "logging_steps": t.logging_steps,
-        "bf16": precision == "bf16",
+        # on a CPU too: with use_cpu, accelerate wraps the forward in torch.autocast("cpu", torch.bfloat16)
+        "bf16": precision in ("bf16", "bf16_autocast"),
         "fp16": precision == "fp16",
         # Always explicit: TRL's SFTConfig turns checkpointing on by default; the gradient_* names are deprecated.
         "activation_checkpointing": bool(t.gradient_checkpointing),
@@ -111,7 +112,7 @@ def build_trainer(
 
     t = cfg.trainer
     batching = choose_batching(t, cfg.model, cuda=torch.cuda.is_available())
-    log.info("precision %s, batching %s (%s)", precision, batching.mode, batching.reason)
+    log.info("batching %s (%s)", batching.mode, batching.reason)  # precision: its own line, at the start
     if batching.mode in ("padding_free", "packing"):
         check_examples_isolated(model, str(cfg.model.attn_implementation), batching.mode)
     args = SFTConfig(
