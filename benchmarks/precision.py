@@ -163,6 +163,7 @@ def machine(torch, load_before: tuple[float, float, float]) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "bf16_instructions": [
             n for n in ("avx512_bf16", "amx_tile") if n in Path("/proc/cpuinfo").read_text()

@@ -88,9 +88,10 @@ def _check_bf16(requested: str, key: str, gpu: str) -> None:
 
 
 def announce_precision(requested: str, key: str = "trainer.precision") -> PrecisionChoice:
-    """choose_precision, said in one console line: what was chosen and why."""
+    """choose_precision, said in one console line when `auto` chose: what it chose and why (a value set by hand
+    is named in the trainer's "precision ..., batching ..." line)."""
     choice = choose_precision(requested, key)
-    log.info("%s", choice.line())
+    log.log(logging.INFO if str(requested) == "auto" else logging.DEBUG, "%s", choice.line())
     return choice
 
 

@@ -112,7 +112,7 @@ def build_trainer(
 
     t = cfg.trainer
     batching = choose_batching(t, cfg.model, cuda=torch.cuda.is_available())
-    log.info("batching %s (%s)", batching.mode, batching.reason)  # precision: its own line, at the start
+    log.info("precision %s, batching %s (%s)", precision, batching.mode, batching.reason)
     if batching.mode in ("padding_free", "packing"):
         check_examples_isolated(model, str(cfg.model.attn_implementation), batching.mode)
     args = SFTConfig(
