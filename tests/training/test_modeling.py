@@ -39,7 +39,9 @@ def test_precision_on_this_machine():
         pytest.skip("CPU-only expectations")
     from medexp.training.precision import cpu_bf16_instructions
 
-    bf16 = bool(cpu_bf16_instructions())  # AVX512-BF16 or AMX (tests/training/test_precision.py fakes both cases)
+    bf16 = bool(
+        cpu_bf16_instructions()
+    )  # AVX512-BF16 or AMX (tests/training/test_precision.py fakes both cases)
     assert resolve_precision("auto") == ("bf16_autocast" if bf16 else "fp32")
     if bf16:
         assert resolve_precision("bf16") == "bf16"
