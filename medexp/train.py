@@ -53,11 +53,12 @@ def train(cfg: DictConfig) -> RunResult:
     from medexp.evaluation.suites import safety_pass_rate, stage_scorer
     from medexp.sweep.trial import connect_trial
     from medexp.tracking import flatten, run_tags, start_run
-    from medexp.training.model import load_model, load_tokenizer, resolve_precision
+    from medexp.training.model import load_model, load_tokenizer
+    from medexp.training.precision import announce_precision
     from medexp.training.run_record import record_run
     from medexp.training.stage import RunContext, train_stages
 
-    precision, tokenizer = resolve_precision(cfg.trainer.precision), load_tokenizer(cfg.model)
+    precision, tokenizer = announce_precision(cfg.trainer.precision), load_tokenizer(cfg.model)  # + why
     # each stage's rows as its kind prepares them: chat-formatted pairs, packed text, preference conversations
     datas = [
         p.kind.prepare(raw, p.cfg.dataset, tokenizer, cfg.seed, mixture)
@@ -69,8 +70,8 @@ def train(cfg: DictConfig) -> RunResult:
     if main_process and found is None:
         OmegaConf.save(cfg, config_path, resolve=True)
     tags = run_tags(cfg, [(p.name, p.cfg) for p in plans], [d.fingerprint for d in datas], task_overrides())
-    if trial is not None:
-        tags |= trial.run_tags()
+    # + what trainer.precision resolved to on this machine and why; a sweep's trial tags
+    tags |= precision.tags() | (trial.run_tags() if trial is not None else {})
     run_name = f"trial_{trial.number}" if trial is not None else None
     resume_id = found.run_id if found is not None else None  # run.json as find_run read it
     # a store lost mid-run: what the run could not send waits in its directory (medexp.sync sends it)
@@ -86,11 +87,12 @@ def train(cfg: DictConfig) -> RunResult:
 
         # Seeded here, not earlier: MLflow draws generated run names from the same global RNG.
         set_seed(cfg.seed)
-        model = load_model(cfg.model, cfg.lora, precision, cfg.trainer.gradient_checkpointing)
-        # evaluation's measures around the stages (training may not import it): the safety probes for the kinds
-        # that ask (dpo, grpo), multiple-choice accuracy before and after each stage (eval.mc.each_stage)
+        model = load_model(cfg.model, cfg.lora, precision.value, cfg.trainer.gradient_checkpointing)
+        # evaluation's measures, handed in (training may not import it): safety probes, per-stage mc accuracy
         measures = safety_pass_rate, stage_scorer
-        run = RunContext(cfg, output_dir, tokenizer, precision, tracker, trial, bool(found), tags, *measures)
+        run = RunContext(
+            cfg, output_dir, tokenizer, precision.value, tracker, trial, bool(found), tags, *measures
+        )
         outcome, steps = train_stages(run, plans, datas, model)  # each continues the previous one's adapter
         metrics, adapter_dir = outcome.metrics, output_dir / "adapter"
         if not main_process:  # the other ranks stop after training (every evaluation in it is collective)

@@ -247,3 +247,34 @@ def test_bad_input_is_refused_in_one_paragraph(command, args, named, workdir, mo
     assert len(errors[0]) < 900, errors[0]
     assert named in errors[0], errors[0]
     assert snapshot(workdir) == before, "the refused command created or changed files"
+
+
+# --- issue 26: bf16 forced on hardware without bf16 matmuls (this test machine's CPU has them: the probe is faked) --
+NO_BF16_CASES = [
+    ("train", [*T, "trainer.precision=bf16"], "trainer.precision=bf16:"),
+    ("train", [*T, "trainer.precision=bf16_autocast"], "trainer.precision=bf16_autocast:"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "named"), NO_BF16_CASES, ids=[" ".join(a) for _, a, _ in NO_BF16_CASES]
+)
+def test_bf16_forced_without_bf16_hardware_is_refused(command, args, named, workdir, monkeypatch, capsys):
+    """The matrix's checks, on a CPU faked to lack AVX512-BF16 and AMX; the paragraph names what would work."""
+    import torch
+
+    from medexp.training import precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16_instructions", list)
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = snapshot(workdir)
+    status = run_command(command, args)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("medexp: error:")]
+    assert status != 0 and "Traceback" not in err and len(errors) == 1, err
+    assert (
+        named in errors[0] and "trainer.precision=auto" in errors[0] and "trainer.precision=fp32" in errors[0]
+    )
+    assert snapshot(workdir) == before, "the refused command created or changed files"

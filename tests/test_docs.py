@@ -150,7 +150,7 @@ def test_the_generator_reads_whatever_the_schema_grows(hook, tmp_path):
     page = hook.generate(tmp_path)
     assert not any(key.split(".")[-1] in ("RULES", "SHARED", "check", "helper") for key in rows_of(page))
     assert row(page, "trainer.precision").startswith("| `trainer.precision` | `str` | was an enum")
-    assert row(page, "trainer.precision").endswith("| `auto` | `fp32` |")
+    assert row(page, "trainer.precision").endswith("| `auto` | `auto` |")
     assert "| `lora.new_field` | `int` | added by someone else | `7` | `7` |" in row(page, "lora.new_field")
 
 

@@ -17,9 +17,10 @@ class Choice(str, Enum):
 
 
 class Precision(Choice):
-    auto = "auto"  # bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs
-    bf16 = "bf16"
-    fp16 = "fp16"
+    auto = "auto"  # bf16 on GPUs that support it, fp16 on older GPUs, bf16_autocast on CPUs with AVX512-BF16/AMX, else fp32
+    bf16_autocast = "bf16_autocast"  # fp32 weights, matmuls in bf16 under autocast (exact master weights)
+    bf16 = "bf16"  # the base's weights stored in bf16 (LoRA weights fp32), matmuls in bf16
+    fp16 = "fp16"  # fp16 weights and autocast with loss scaling: CUDA only
     fp32 = "fp32"
 
 
@@ -40,7 +41,9 @@ class Batching(Choice):
 
 
 class ModelDtype(Choice):
-    auto = "auto"  # follow the trainer's precision: bf16/fp16 on GPUs, fp32 on CPUs
+    auto = (
+        "auto"  # follow the trainer's precision: bf16/fp16 on GPUs, fp32 on CPUs (bf16_autocast keeps fp32)
+    )
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"

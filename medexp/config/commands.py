@@ -37,7 +37,7 @@ class SourceCommandConfig:
 @dataclass
 class EvaluateConfig(SourceCommandConfig):
     eval: EvalConfig = MISSING
-    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
+    precision: Precision = MISSING  # auto (as the run trained), bf16_autocast, bf16, fp16 or fp32
 
 
 def _whole_at_least(name: str, least: int) -> Rule:
@@ -58,7 +58,7 @@ class BenchmarkConfig(SourceCommandConfig):
     base: bool = MISSING  # also score the base model (adapter off) for the before/after table
     chat_template: bool = MISSING  # ask in the chat format the adapter learned, with its system prompt
     seed: int = MISSING  # lm-eval's seeds (few-shot sampling)
-    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
+    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32 (bf16_autocast: fp32)
 
     RULES: ClassVar[Rules] = (
         _whole_at_least("batch_size", 1),
@@ -99,7 +99,7 @@ class ExportConfig(SourceCommandConfig):
 
 @dataclass
 class ChatConfig(SourceCommandConfig):
-    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
+    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32 (bf16_autocast: fp32)
     temperature: float = MISSING  # 0 = greedy
     top_p: float = MISSING  # nucleus sampling mass, in (0, 1]
     max_new_tokens: int = MISSING  # longest answer, in tokens
@@ -190,7 +190,7 @@ class ServeLimits:
 class ServeConfig(SourceCommandConfig):
     host: str = MISSING  # the address to bind; any but loopback is warned about (there is no authentication)
     port: int = MISSING  # the TCP port to listen on, 1-65535
-    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32
+    precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32 (bf16_autocast: fp32)
     model_name: str | None = None  # the id /v1/models reports; null = medexp-<run id>
     limits: ServeLimits = field(default_factory=ServeLimits)
 

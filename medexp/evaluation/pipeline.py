@@ -70,11 +70,12 @@ def evaluate_source(cfg: DictConfig) -> dict[str, float]:
     from medexp.evaluation.generation import as_base
     from medexp.tracking import MlflowTracker, Tracker
     from medexp.training.held_out import held_out_metrics
-    from medexp.training.model import resolve_precision
+    from medexp.training.precision import evaluation_precision
     from medexp.training.source import load_trained
     from medexp.training.trainer import build_trainer
 
-    precision = resolve_precision(cfg.precision)
+    # auto evaluates as the run trained, so the held-out loss compares with the training's eval_loss
+    precision = evaluation_precision(cfg.precision, str(stage_cfg.trainer.precision)).value
     model, tokenizer = load_trained(trained, precision)
     data = prepare_data(raw, stage_cfg.dataset, tokenizer, run_cfg.seed, mixture)
 

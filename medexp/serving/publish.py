@@ -42,7 +42,9 @@ def merge(trained: Any, out: Path) -> Path:
 
     with open_dict(trained.config):
         trained.config.lora.quantization = None
-    precision = "fp32" if resolve_precision("auto") == "fp32" else "bf16"
+    # a GPU's bf16 (fp16 GPUs too: fp16 is too narrow for a merged checkpoint); fp32 on CPUs, where even
+    # bf16_autocast keeps fp32 weights
+    precision = "fp32" if resolve_precision("auto") in ("fp32", "bf16_autocast") else "bf16"
     model, tokenizer = load_trained(trained, precision)
     merged = model.merge_and_unload()
     target = out / "merged"

@@ -88,21 +88,12 @@ def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def resolve_precision(precision: str) -> str:
-    """`auto` -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU. Explicit values are checked."""
-    import torch
+def resolve_precision(precision: str, key: str = "trainer.precision") -> str:
+    """`precision` as this machine runs it (medexp.training.precision): auto -> bf16 / fp16 on CUDA GPUs,
+    bf16_autocast on CPUs with AVX512-BF16 or AMX, fp32 elsewhere. A forced value the hardware lacks is refused."""
+    from medexp.training.precision import choose_precision
 
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        if not cuda:
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and not cuda:
-        raise UserError(
-            "trainer.precision=fp16 needs a CUDA GPU and none is available. Use trainer.precision=auto "
-            "(fp32 on CPU) or trainer.precision=bf16."
-        )
-    return str(precision)
+    return choose_precision(precision, key).value
 
 
 def _dtype(model_cfg: DictConfig, precision: str) -> torch.dtype:
@@ -110,6 +101,7 @@ def _dtype(model_cfg: DictConfig, precision: str) -> torch.dtype:
 
     if model_cfg.dtype != "auto":
         return getattr(torch, str(model_cfg.dtype))
+    # bf16_autocast keeps the weights fp32: autocast casts each matmul's inputs to bf16 as it runs
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 

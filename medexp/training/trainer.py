@@ -46,7 +46,8 @@ def training_arguments(cfg: DictConfig, output_dir: Path, precision: str) -> dic
         "metric_for_best_model": "eval_loss",
         "greater_is_better": False,
         "logging_steps": t.logging_steps,
-        "bf16": precision == "bf16",
+        # on a CPU too: with use_cpu, accelerate wraps the forward in torch.autocast("cpu", torch.bfloat16)
+        "bf16": precision in ("bf16", "bf16_autocast"),
         "fp16": precision == "fp16",
         # Always explicit: TRL's SFTConfig turns checkpointing on by default; the gradient_* names are deprecated.
         "activation_checkpointing": bool(t.gradient_checkpointing),

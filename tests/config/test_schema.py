@@ -137,7 +137,7 @@ def test_closed_sets_are_enums_that_read_as_strings(tmp_path):
     [
         (["trainer.learnig_rate=1e-3"], "Did you mean learning_rate"),
         (["lora.r=1.5"], "Wrong value for lora.r"),
-        (["trainer.precision=bf17"], "expected one of [auto, bf16, fp16, fp32]"),
+        (["trainer.precision=bf17"], "expected one of [auto, bf16_autocast, bf16, fp16, fp32]"),
         (["+trainer.foo=1"], "Unknown config key 'trainer.foo'"),
     ],
 )
