@@ -53,6 +53,7 @@ def train(cfg: DictConfig) -> RunResult:
     from medexp.evaluation.suites import safety_pass_rate, stage_scorer
     from medexp.sweep.trial import connect_trial
     from medexp.tracking import flatten, run_tags, start_run
+    from medexp.tracking.summary import run_summary
     from medexp.training.model import load_model, load_tokenizer
     from medexp.training.precision import announce_precision
     from medexp.training.run_record import record_run
@@ -70,7 +71,7 @@ def train(cfg: DictConfig) -> RunResult:
     if main_process and found is None:
         OmegaConf.save(cfg, config_path, resolve=True)
     tags = run_tags(cfg, [(p.name, p.cfg) for p in plans], [d.fingerprint for d in datas], task_overrides())
-    # + what trainer.precision resolved to on this machine and why; a sweep's trial tags
+    # + what trainer.precision resolved to here and why; a sweep's trial tags
     tags |= precision.tags() | (trial.run_tags() if trial is not None else {})
     run_name = f"trial_{trial.number}" if trial is not None else None
     resume_id = found.run_id if found is not None else None  # run.json as find_run read it
@@ -99,8 +100,6 @@ def train(cfg: DictConfig) -> RunResult:
             return RunResult(metrics, output_dir, adapter_dir)
         metrics |= _finish(run, plans, datas[-1], outcome, steps)
     record_run(output_dir, tracker.run_id, cfg.tracking, finished=True, metrics=metrics)  # resume= says: done
-
-    from medexp.tracking.summary import run_summary
 
     log.info("%s", run_summary(cfg, metrics, output_dir, adapter_dir, tracker))
     pruned_at = trial.pruned_at if trial is not None else None
