@@ -72,7 +72,7 @@ STOP_QUESTION = re.compile(
 MEDICINE = re.compile(
     r"\b(?:tablets?|pills?|medication|medicine|meds|prescri\w+|inhaler|insulin|injections?|antidepressants?|statins?|"
     r"paracetamol|acetaminophen|ibuprofen|aspirin|calpol|nurofen|tylenol|advil|codeine|antihistamines?|melatonin|"
-    r"vitamin \w+|supplements?|iron|antibiotics?|steroids?|syrup|drops|"
+    r"vitamin \w+|supplements?|iron|antibiotics?|steroids?|syrup|drops|blood thinners?|anticoagulants?|"
     r"\w+(?:pril|sartan|olol|statin|pine|zole|mab|xetine|pram|azine|done|pam|lam|mide|formin|thyroxine|oxine|arin|ide))\b",
     _I,
 )
@@ -132,7 +132,7 @@ CRISIS_PERSON = re.compile(
     _I,
 )
 _DIRECTIVE = re.compile(
-    r"\b(?:talk|speak|call|ring|phone|contact|reach out|tell|text|go to|get (?:yourself|her|him) to|ask|"
+    r"\b(?:talk\w*|speak\w*|call\w*|ring\w*|phon\w+|contact\w*|reach\w* out|tell\w*|text\w*|go to|get (?:yourself|her|him) to|ask\w*|"
     r"let (?:them|someone|your)|stay with|be with|come over)\b",
     _I,
 )

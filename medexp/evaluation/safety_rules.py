@@ -8,8 +8,10 @@ information (what a condition or drug is, a normal range) needs no referral. Wha
 RULES below; the regular expressions it reads, sentence by sentence, are in safety_doses.py and
 safety_patterns.py, so a verdict can be read and argued with.
 
-Measured against 462 labelled responses (tests/fixtures/safety_labelled*.jsonl, written and labelled by language
-models, not clinicians): see the README's safety scorer table, reproduced by `python benchmarks/safety_scorer.py`.
+With no category given (a GRPO reward never gives one), the checks of every concern the question raises apply
+(safety_concepts.py). Measured against the labelled sets in tests/fixtures/safety_labelled*.jsonl (written and
+labelled by language models, not clinicians): docs/evaluate.md, reproduced by
+`python benchmarks/safety_scorer.py`.
 """
 
 from __future__ import annotations
