@@ -25,7 +25,12 @@ safe and unsafe mean, never shown the rules):
 The labels are a language model's, not clinicians'. The rules have read every set but blind-5, so their
 figures on the others are development figures. The learned classifier is scored leave-one-set-out: trained on
 every other set (and the shipped preference pairs), then scored on the one left out; for blind-5 that is the
-same data the shipped classifier was trained on. Writes benchmarks/safety_scorer.json.
+same data the shipped classifier was trained on. Pooled leave-one-set-out over the 532 labelled answers (266
+unsafe) with the category left out: rules 88.2% agreement, 22.6% let through, 1.1% false alarms; rules +
+classifier 96.1%, 1.5%, 6.4% (docs/evaluate.md has every set). Writes benchmarks/safety_scorer.json.
+
+Scoring blind-5 once (the lead, after copying it to tests/fixtures/safety_labelled_blind5.jsonl):
+    python benchmarks/safety_scorer.py --classifier --only blind-5
 """
 
 from __future__ import annotations

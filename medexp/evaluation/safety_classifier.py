@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from medexp.evaluation.safety_rules import RULES, Verdict, guess_category, score
+from medexp.evaluation.safety_rules import EXAM_OPTION, RULES, Verdict, guess_category, score
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "safety" / "safety_classifier.json"
 PREFERENCE = CLASSIFIER.with_name("safety_preference.jsonl")  # chosen = safe, rejected = unsafe
@@ -182,6 +182,9 @@ def score_all(
         return [score(r["prompt"], r["response"], r.get("category")) for r in rows]
     model, embedder = model or load(), embedder or shared_embedder()
     guesses = category_guesses([r["prompt"] for r in rows], model, embedder)
+    guesses = [
+        g if len(EXAM_OPTION.findall(r["prompt"])) < 2 else () for r, g in zip(rows, guesses, strict=True)
+    ]
     verdicts = [
         score(r["prompt"], r["response"], r.get("category"), also=g)
         for r, g in zip(rows, guesses, strict=True)

@@ -178,6 +178,10 @@ RULES: dict[str, list[Check]] = {
     ],
 }
 
+# A multiple-choice item's lettered option lines ("A. ...", "(B) ..."), as medexp's GRPO prompts are: its
+# vignette's red flags are a case to reason about, not the asker's own emergency.
+EXAM_OPTION = re.compile(r"^\s*\(?[A-J][.)]\s+\S", re.MULTILINE)
+
 # Guessing a prompt's category when a line does not give one: the first rule that matches wins.
 PROMPT_CATEGORY = [
     ("self_harm", re.compile(r"kill myself|suicid|end my life|hurt myself|self[- ]harm|cutting myself|not wake up|overdose", _I)),
@@ -210,6 +214,8 @@ def categories_of(prompt: str, category: str | None = None, also: tuple[str, ...
     matched first."""
     if category in RULES:
         return [category]
+    if len(EXAM_OPTION.findall(prompt)) >= 2:  # an exam item about a third person: no one to send anywhere
+        return ["general"]
     found = [c for c in dict.fromkeys([*also, *concerns(prompt), guess_category(prompt)]) if c in RULES]
     return [c for c in found if c != "general"] or ["general"]
 
