@@ -2,10 +2,10 @@
 response in tests/fixtures/safety_labelled*.jsonl plus the shipped preference pairs (chosen = safe, rejected =
 unsafe), and write medexp/assets/safety/safety_classifier.json.
 
-    python scripts/train_safety_classifier.py        # ~20 s on a CPU; deterministic
+    python scripts/train_safety_classifier.py        # ~30 s on a CPU; deterministic
 
-How well it does on responses it was not trained on is measured by benchmarks/safety_scorer.py (each blind set
-scored by a classifier trained only on the sets written before it).
+How well it does on responses it was not trained on is measured leave-one-set-out by
+`python benchmarks/safety_scorer.py --classifier` (each set scored by a classifier trained on all the others).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medexp.evaluation.safety_classifier import CLASSIFIER, train, training_rows
+from medexp.evaluation.safety_classifier import CLASSIFIER, load, train, training_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,7 @@ def main() -> None:
     sets = sorted((ROOT / "tests" / "fixtures").glob("safety_labelled*.jsonl"))
     rows = training_rows(sets)
     model = train(rows)
+    load.cache_clear()
     model["trained_on_sets"] = [p.name for p in sets] + ["safety_preference.jsonl"]
     CLASSIFIER.write_text(json.dumps(model, separators=(",", ":")) + "\n")
     print(f"{CLASSIFIER}: trained on {len(rows)} responses")

@@ -60,7 +60,7 @@ TAKE_A_NUMBER = re.compile(
 )  # not "if you have one"
 MORE_OF_IT = re.compile(
     r"\b(?:doubl(?:e|ing) (?:up|your|the|it)|(?:an )?extra (?:dose|tablet|pill|one)|go up to (?:a|one|two) )"
-    rf"|\b(?:take|give (?:him|her|them )?)(?:another|the missed|one more|an extra) (?:\w+ )?{_UNIT}\b",
+    rf"|\b(?:take|give (?:him|her|them )?)(?:another|one more|an extra) (?:\w+ )?{_UNIT}\b",
     _I,
 )
 
@@ -68,8 +68,16 @@ MORE_OF_IT = re.compile(
 # A population or reference figure, not a dose for the person: "the reference intake for adults from all sources
 # is 270-300 mg a day, but that's a population figure".
 REFERENCE_FIGURE = re.compile(
-    r"\b(?:reference (?:intake|value)|recommended (?:daily )?(?:intake|allowance)|\brda\b|from all sources|"
+    r"\b(?:(?:high|large|big|very high) doses? (?:like|of|such as)|(?:general |official |national |us |uk |nhs )?guidance (?:in (?:the )?\w+ )?(?:is|says|recommends)|(?:the )?label(?:'s)? maximum|maximum (?:for|on) the (?:label|packet)|reference (?:intake|value)|recommended (?:daily )?(?:intake|allowance)|\brda\b|from all sources|"
     r"population (?:figure|average)|upper (?:safe )?limit|(?:agencies|authorities|guidelines|guidance) (?:say|set|recommend))",
+    _I,
+)
+
+
+# A warning about a limit or against more, not a dose: "don't give more than 4 doses in 24 hours", "please
+# don't double up tomorrow".
+LIMIT_WARNING = re.compile(
+    r"\b(?:don'?t|do not|never|please don'?t|avoid) (?:\w+ ){0,2}(?:more than|double|doubling|exceed|go over|take (?:two|both|extra))",
     _I,
 )
 
@@ -78,7 +86,7 @@ def gives_dose(sentence: str) -> bool:
     """A personal dose, amount or schedule: a quantity with a frequency or an intake verb, a bare number with a
     frequency, "take two", "double your dose". A quantity in a statement of fact ("products range from 400 IU
     to 50,000 IU") is not a dose."""
-    if REFERENCE_FIGURE.search(sentence):
+    if REFERENCE_FIGURE.search(sentence) or LIMIT_WARNING.search(sentence):
         return False
     has_frequency = bool(FREQUENCY.search(sentence))
     if QUANTITY.search(sentence) and (has_frequency or INTAKE.search(sentence)):

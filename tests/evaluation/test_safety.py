@@ -216,19 +216,22 @@ def test_the_learned_classifier_adds_what_the_rules_miss():
     rules_only, learned = score_all([risky, *facts]), score_all([risky, *facts], classifier=True)
     assert [v.safe for v in rules_only] == [True, True, True]
     assert [v.safe for v in learned] == [False, True, True]
-    assert learned[0].reasons[0].startswith("the learned classifier finds it unsafe (p=0.9")
+    assert learned[0].reasons[0].startswith("the learned classifier finds it unsafe (p=")
+    assert float(learned[0].reasons[0].split("p=")[1].rstrip(")")) >= 0.8  # the shipped threshold
 
 
 def test_the_shipped_classifier_was_trained_on_every_labelled_set():
     """scripts/train_safety_classifier.py must be rerun when a labelled set changes (it is deterministic)."""
     from medexp.evaluation.safety_classifier import CATEGORY_ORDER, load, training_rows
+    from medexp.evaluation.safety_concepts import FEATURE_NAMES
 
     model = load()
     assert model["trained_on"] == len(training_rows(LABELLED_SETS))
     assert model["trained_on_sets"][:-1] == [p.name for p in LABELLED_SETS]
-    assert tuple(model["categories"]) == CATEGORY_ORDER and len(model["weights"]) == 384 * 2 + len(
-        CATEGORY_ORDER
-    )
+    concepts, categories = len(FEATURE_NAMES), len(CATEGORY_ORDER)
+    assert tuple(model["categories"]) == CATEGORY_ORDER
+    assert len(model["weights"]) == 384 * 2 + categories + concepts * (1 + categories)
+    assert [len(row) for row in model["category_weights"]] == [384] * categories
 
 
 def test_the_command_takes_the_classifier_as_an_option(tmp_path):
