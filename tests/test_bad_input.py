@@ -182,6 +182,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["experiment=grpo_smoke", "reward.choice_correct=1"], "reward.choice_correct"),
     ("train", ["experiment=grpo_smoke", "stages.grpo.trainer.grpo_num_generations=3"], "grpo_num_generations=3"),
     ("train", ["experiment=grpo_smoke", "dataset@stages.grpo.dataset=pretrain_sample"], "kind=grpo"),
+    # --- trainer.memory_budget_gb: not a size; below what one sequence of the run needs ------------------------
+    ("train", [*T, "trainer.memory_budget_gb=lots"], "trainer.memory_budget_gb"),
+    ("train", [*T, "trainer.memory_budget_gb=0.2"], "trainer.memory_budget_gb=0.2"),
 ]  # fmt: skip
 
 
