@@ -63,10 +63,20 @@ def variants(model: Path, rows: Path, steps: int) -> dict[str, list[str]]:
     real += ["dataset.near_dup.threshold=null", "dataset.val_fraction=0.01", "trainer.eval_batch_size=8"]
     tiny = ["experiment=smoke", "trainer.batch_size=32", "trainer.eval_batch_size=8"]
     return {
-        "budget": [*common, *real, "trainer.batch_size=8", "trainer.gradient_accumulation_steps=1"]
-        + ["trainer.memory_budget_gb=8"],
-        "plain": [*common, *real, "trainer.batch_size=2", "trainer.gradient_accumulation_steps=4"]
-        + ["trainer.memory_budget_gb=100"],
+        "budget": [
+            *common,
+            *real,
+            "trainer.batch_size=8",
+            "trainer.gradient_accumulation_steps=1",
+            "trainer.memory_budget_gb=8",
+        ],
+        "plain": [
+            *common,
+            *real,
+            "trainer.batch_size=2",
+            "trainer.gradient_accumulation_steps=4",
+            "trainer.memory_budget_gb=100",
+        ],
         "tiny_plain": [*common, *tiny, "trainer.memory_budget_gb=100"],
         "tiny_checkpointed": [
             *common,

@@ -170,6 +170,7 @@ class Plan:
     fits: bool
     head_lever: bool = True  # False where medexp does not compute the head (TRL does, on CUDA)
     asked_checkpointing: bool = False  # trainer.gradient_checkpointing was on already
+    returns_memory: bool = False  # glibc returns freed blocks to the OS (medexp.training.memory_plan, on CPU)
 
     @property
     def actions(self) -> list[str]:
@@ -182,6 +183,8 @@ class Plan:
         if self.levers.micro_batch:
             steps = self.batch.sequences // self.levers.micro_batch
             out.append(f"{self.levers.micro_batch} sequences per pass x {steps} accumulated")
+        if self.returns_memory:
+            out.append("freed memory returned to the OS")
         return out
 
     def line(self) -> str:
@@ -211,6 +214,7 @@ class Plan:
             "memory_budget/gradient_checkpointing": str(levers.checkpointing),
             "memory_budget/head_columns": str(levers.head_columns or "default"),
             "memory_budget/micro_batch": str(levers.micro_batch or self.batch.sequences),
+            "memory_budget/returns_freed_memory": str(self.returns_memory),
         }
 
 

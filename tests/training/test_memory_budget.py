@@ -5,6 +5,7 @@ checkpointing and that still trains."""
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
@@ -18,7 +19,7 @@ from medexp.training.memory_budget import (
     estimate,
     plan,
 )
-from medexp.training.memory_plan import apply, longest_batch
+from medexp.training.memory_plan import apply, longest_batch, return_freed_memory
 from tests.helpers import TINY_MODEL
 
 # SmolLM-135M / SmolLM2-135M: 30 layers, hidden 576, 9 heads of 64, 3 kv heads, intermediate 1536, vocab 49152
@@ -117,6 +118,11 @@ def test_apply_keeps_the_optimizer_steps_batch(make_cfg):
     assert eff.trainer.batch_size * gradient_accumulation(eff.trainer) == 32
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_memory_is_returned_to_the_os_on_linux():
+    assert return_freed_memory()  # mallopt(M_MMAP_THRESHOLD, 64 KiB) accepted
+
+
 def test_longest_batch_of_a_tokenized_split():
     from datasets import Dataset
 
@@ -153,7 +159,8 @@ def test_a_tight_budget_turns_on_checkpointing_in_a_real_run_that_still_trains(m
     client = MlflowClient(tracking_uri=str(cfg.tracking.uri))
     run = client.get_run(result.run_id)
     assert run.data.params["memory_budget/gradient_checkpointing"] == "True"
-    assert run.data.params["memory_budget/actions"] == "activation checkpointing"
+    # on a CPU under glibc, a plan that turns levers on also has freed blocks go back to the OS
+    assert run.data.params["memory_budget/actions"].startswith("activation checkpointing")
     assert run.data.params["trainer.gradient_checkpointing"] == "False"  # the config as it was asked
     assert result.model.base_model.model.model.layers[0].gradient_checkpointing  # and the model trained so
     assert run.data.metrics["train/peak_memory_mb"] > 0  # peak memory stays in the run's cost metrics
