@@ -56,7 +56,7 @@ def _random_model(work: Path) -> Path:
     return work / "model"
 
 
-def variants(model: Path, rows: Path, steps: int) -> dict[str, list[str]]:
+def variants(model: Path, rows: Path, steps: int, plain_batch: int = 2) -> dict[str, list[str]]:
     common = ["trainer=cpu", "eval=none", "eval.before_training=false", "trainer.logging_steps=1"]
     common += [f"trainer.max_steps={steps}", f"trainer.eval_steps={steps}", "trainer.warmup_ratio=0"]
     real = [f"model.name_or_path={model}", "dataset=file", f"dataset.path={rows}", "dataset.max_tokens=1024"]
@@ -73,8 +73,8 @@ def variants(model: Path, rows: Path, steps: int) -> dict[str, list[str]]:
         "plain": [
             *common,
             *real,
-            "trainer.batch_size=2",
-            "trainer.gradient_accumulation_steps=4",
+            f"trainer.batch_size={plain_batch}",
+            f"trainer.gradient_accumulation_steps={8 // plain_batch}",
             "trainer.memory_budget_gb=100",
         ],
         "tiny_plain": [*common, *tiny, "trainer.memory_budget_gb=100"],
@@ -139,7 +139,13 @@ def main() -> None:
     parser.add_argument("--variants", default="budget,plain,tiny_plain,tiny_checkpointed")
     parser.add_argument("--rows", type=int, default=1600, help="generated MedQuAD-mix rows")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--plain-batch", type=int, default=2, choices=(1, 2, 4, 8), help="plain's sequences per pass"
+    )
     parser.add_argument("--force", action="store_true", help="run with less than 14 GB available")
+    parser.add_argument(
+        "--reuse", type=Path, help="an earlier report: its variants not run now join this one"
+    )
     args = parser.parse_args()
     import psutil
 
@@ -152,16 +158,24 @@ def main() -> None:
         rows = work / "medquad_mix.jsonl"
         _throughput_module().write_rows(rows, args.rows, 42)
         model = REAL if (REAL / "config.json").is_file() else _random_model(work)
-        table = variants(model, rows, args.steps)
+        table = variants(model, rows, args.steps, args.plain_batch)
         for name in args.variants.split(","):
             r = run_variant(name, table[name], work)
             results.append(r)
             print(json.dumps(r), flush=True)
+    if args.reuse is not None:  # e.g. variants run one at a time, as memory on a shared machine allowed
+        ran = {r["variant"] for r in results}
+        earlier = json.loads(args.reuse.read_text())["results"]
+        results = [
+            *(dict(r, reused_from=args.reuse.name) for r in earlier if r["variant"] not in ran),
+            *results,
+        ]
     by = {r["variant"]: r for r in results}
     report = {
         "model": str(model) if model == REAL else "SmolLM-135M shape, random weights",
         "machine": {"cores": os.cpu_count(), "available_gb_at_start": round(available, 1)},
         "steps": args.steps,
+        "plain_batch": args.plain_batch,
         "results": results,
         "targets": TARGETS,
     }
