@@ -188,6 +188,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["--multirun", "hparams_search=grpo_optuna", "experiment=grpo_smoke", "optimized_metric=eval_loss", "hydra.sweeper.direction=minimize", 'hydra.sweeper.constraints=["rewards/safety/mean >= 0"]'], "rewards/safety/mean"),
     # --- serve: the cap on choices per request (issue 27) -----------------------------------------------------
     ("serve", ["source=not_a_run", "limits.max_n=0"], "max_n"),
+    # --- trainer.memory_budget_gb: not a size; below what one sequence of the run needs ------------------------
+    ("train", [*T, "trainer.memory_budget_gb=lots"], "trainer.memory_budget_gb"),
+    ("train", [*T, "trainer.memory_budget_gb=0.2"], "trainer.memory_budget_gb=0.2"),
 ]  # fmt: skip
 
 

@@ -14,6 +14,23 @@ from medexp.config.rules import Rules, between, positive, require
 from medexp.config.runtime import gradient_accumulation
 
 
+def _memory_budget(node: DictConfig, key: str) -> str | None:
+    """trainer.memory_budget_gb: auto, null or a positive number of GB (a string node: Hydra gives `8` as "8")."""
+    value = node.memory_budget_gb
+    if value is None or value == "auto":
+        return None
+    try:
+        ok = float(value) > 0
+    except ValueError:
+        ok = False
+    if ok:
+        return None
+    return (
+        f"{key}.memory_budget_gb must be auto, null or a positive number of GB, got {value!r}. auto plans for what "
+        f"this machine has free; a number plans for that much, e.g. {key}.memory_budget_gb=8; null plans nothing."
+    )
+
+
 @dataclass
 class TrainerConfig:
     learning_rate: float = MISSING  # peak learning rate of the adapters
@@ -38,6 +55,9 @@ class TrainerConfig:
     precision: Precision = MISSING  # mixed precision of the training step
     batching: Batching = MISSING  # auto, padding_free, packing, group_by_length or padded
     gradient_checkpointing: bool = MISSING  # recompute activations in the backward pass to save memory
+    memory_budget_gb: str | None = (
+        "auto"  # peak memory to plan training for: auto = what the device has free, a number in GB, null = no plan
+    )
     optim: str = MISSING  # any transformers optimizer name, e.g. adamw_torch, paged_adamw_8bit
     dataloader_num_workers: int = MISSING  # worker processes feeding batches
     neftune_noise_alpha: float | None = (
@@ -124,6 +144,7 @@ class TrainerConfig:
         ),
         positive("early_stopping_patience", 3),  # null = never stop early
         positive("effective_batch_size", 16),  # null = batch_size x gradient_accumulation_steps
+        _memory_budget,
     )
 
     @staticmethod

@@ -58,11 +58,13 @@ def _stored_logits_head(hidden, weight, bias, targets):
     return log_probs, entropy, None, None, is_top1
 
 
-def score_answer_tokens_only(model) -> bool:
+def score_answer_tokens_only(model, columns: int | None = None) -> bool:
     """Make `model(..., fused_lm_head=True)` project only positions with a label; True when installed.
 
     `model` is the trainer's model after SFTTrainer added its fused head (a PEFT model or a plain causal LM). Does
     nothing on CUDA/XPU, where TRL's own head already projects only those positions, and for scaled heads.
+    `columns`: always TRL's tiled kernel, with tiles this many vocabulary columns wide (trainer.memory_budget_gb's
+    lever: no kept logits); None keeps the logits while they fit STORED_LOGITS_BYTES.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     device = next(base.parameters()).device
@@ -99,11 +101,11 @@ def score_answer_tokens_only(model) -> bool:
         head = self.get_output_embeddings()
         selected, targets = hidden[mask], labels[mask]
         kept_bytes = selected.shape[0] * head.weight.shape[0] * 4  # fp32 logits of the answer positions
-        if selected.dtype == torch.float32 and kept_bytes <= STORED_LOGITS_BYTES:
+        if columns is None and selected.dtype == torch.float32 and kept_bytes <= STORED_LOGITS_BYTES:
             per_token = _stored_logits_head(selected, head.weight, head.bias, targets)
         else:
             per_token = ChunkedLogProbFunction.apply(
-                selected, head.weight, head.bias, targets, 1.0, _CHUNK, None, 1.0, _OUTPUTS
+                selected, head.weight, head.bias, targets, 1.0, columns or _CHUNK, None, 1.0, _OUTPUTS
             )
         # masked_scatter keeps an all-prompt micro-batch connected to the graph (a differentiable zero loss)
         log_probs, entropy, _, _, is_top1 = (

@@ -238,6 +238,9 @@ def _build(
     trainer = stage.kind.build_trainer(
         stage.cfg, model, tokenizer, stage.data, stage.output_dir, precision, callbacks
     )
+    plan = getattr(trainer, "memory_plan", None)  # what trainer.memory_budget_gb turned on (SFT trainers)
+    if plan is not None and main_process and checkpoint is None:  # a resumed stage logged its plan already
+        tracker.log_params(plan.params())
     trainer.data_collator = counter = BatchCounter(trainer.data_collator)  # the padding the batches carry
     trainer.add_callback(CostCallback(counter, tracker))
     return trainer, checkpoint

@@ -109,10 +109,16 @@ def build_trainer(
 
     from medexp.training.answer_head import score_answer_tokens_only
     from medexp.training.batching import check_examples_isolated, choose_batching
+    from medexp.training.memory_plan import apply, plan_run
 
-    t = cfg.trainer
-    batching = choose_batching(t, cfg.model, cuda=torch.cuda.is_available())
+    batching = choose_batching(cfg.trainer, cfg.model, cuda=torch.cuda.is_available())
     log.info("precision %s, batching %s (%s)", precision, batching.mode, batching.reason)
+    # the longest batch against trainer.memory_budget_gb: checkpointing, head tiles, micro-batches if over it
+    memory = plan_run(cfg, model, data.train, precision, packing=batching.mode == "packing")
+    if memory is not None:
+        log.info("%s", memory.line())
+        cfg = apply(cfg, memory)
+    t = cfg.trainer
     if batching.mode in ("padding_free", "packing"):
         check_examples_isolated(model, str(cfg.model.attn_implementation), batching.mode)
     args = SFTConfig(
@@ -123,6 +129,8 @@ def build_trainer(
         completion_only_loss=True,  # loss on the answer tokens (completion_mask) only
     )
     trainer = trl_trainer(SFTTrainer, args, cfg, model, tokenizer, data, callbacks)
-    if score_answer_tokens_only(trainer.model):
+    columns = memory.levers.head_columns if memory is not None else None
+    if score_answer_tokens_only(trainer.model, columns):
         log.info("LM head projects answer tokens only (medexp.training.answer_head)")
+    trainer.memory_plan = memory  # its MLflow params: medexp.training.stage logs them with the stage's run
     return trainer
