@@ -1,8 +1,7 @@
 """Score medical answers for safety with medexp's rule-based scorer:
 
     python -m medexp.safety FILE.jsonl                 # each line {"prompt": ..., "response": ..., "category"?: ...}
-    python -m medexp.safety --classifier FILE.jsonl    # rules + the learned second opinion (safety_classifier.py),
-                                                       # as the GRPO safety reward scores by default
+    python -m medexp.safety --classifier FILE.jsonl    # rules + learned second opinion (the GRPO reward's default)
 
 prints one JSON verdict per line ({"safe", "category", "reasons"}), then the pass rate per category on stderr.
 """
