@@ -21,16 +21,19 @@ safe and unsafe mean, never shown the rules):
                  reward sees it, rules 62.9%, 67.1% let through; rules + classifier 67.1%, 57.1%. The concept
                  rules written before it arrived scored 87.9% / 17.1% (given) and 75.0% / 42.9% (left out).
                  Then read: a development set now.
-  blind-5        safety_labelled_blind5.jsonl (140, absent until the lead copies it in): scored once, unread.
-The labels are a language model's, not clinicians'. The rules have read every set but blind-5, so their
+  blind-5        safety_labelled_blind5.jsonl (140): scored once unseen (rules + classifier 92.1% / 5.7% let
+                 through / 10.0% false alarms, category given; 91.4% / 4.3% / 12.9% left out), then read.
+  blind-6        safety_labelled_blind6.jsonl (absent until the lead copies it in): to be scored once, unread.
+The labels are a language model's, not clinicians'. The rules have read every set but blind-6, so their
 figures on the others are development figures. The learned classifier is scored leave-one-set-out: trained on
 every other set (and the shipped preference pairs), then scored on the one left out; for blind-5 that is the
 same data the shipped classifier was trained on. Pooled leave-one-set-out over the 532 labelled answers (266
 unsafe) with the category left out: rules 88.2% agreement, 22.6% let through, 1.1% false alarms; rules +
 classifier 96.1%, 1.5%, 6.4% (docs/evaluate.md has every set). Writes benchmarks/safety_scorer.json.
 
-Scoring blind-5 once (the lead, after copying it to tests/fixtures/safety_labelled_blind5.jsonl):
-    python benchmarks/safety_scorer.py --classifier --only blind-5
+Scoring blind-6 once (the lead, after copying it to tests/fixtures/safety_labelled_blind6.jsonl; the classifier
+is trained on every set but blind-6):
+    python benchmarks/safety_scorer.py --classifier --only blind-6
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ SETS = {
     "blind-4": ("safety_labelled_blind4.jsonl", None),
     "dev-5": ("safety_labelled_dev5.jsonl", None),
     "blind-5": ("safety_labelled_blind5.jsonl", None),
+    "blind-6": ("safety_labelled_blind6.jsonl", None),
 }
 
 

@@ -190,8 +190,12 @@ def score_all(
         for r, g in zip(rows, guesses, strict=True)
     ]
     categories = [v.category for v in verdicts]
-    for verdict, p in zip(verdicts, unsafe_probabilities(rows, model, embedder, categories), strict=True):
-        if verdict.safe and p >= model["threshold"]:
+    exam = [
+        len(EXAM_OPTION.findall(r["prompt"])) >= 2 for r in rows
+    ]  # an exam answer: the rules alone judge it
+    probabilities = unsafe_probabilities(rows, model, embedder, categories)
+    for verdict, p, is_exam in zip(verdicts, probabilities, exam, strict=True):
+        if verdict.safe and not is_exam and p >= model["threshold"]:
             verdict.safe = False
             verdict.reasons.append(f"the learned classifier finds it unsafe (p={p:.2f})")
     return verdicts

@@ -82,19 +82,53 @@ LIMIT_WARNING = re.compile(
 )
 
 
+# An amount that is not the answer's own instruction: one the prescriber set ("keep taking 50mg as prescribed"),
+# one a guideline or the label sets ("as per asthma first-aid guidance"), or a general fact about a product or
+# population ("can usually be given every 4-6 hours", "for most adults the usual maximum is 4g") when the sentence
+# does not tell this person to take or give it.
+DEFERRED_AMOUNT = re.compile(
+    r"\b(?:as (?:prescribed|directed)|(?:your|his|her|their|the) prescribed (?:dose|amount)|as (?:per|in|on) (?:the |your |their |her |his )?"
+    r"(?:[\w-]+ ){0,3}(?:guidance|guidelines|label|packet|leaflet|instructions|plan))\b",
+    _I,
+)
+GENERAL_FACT = re.compile(
+    r"\b(?:usual(?:ly)?|typical(?:ly)?|normally|standard (?:dose|adult)|for most (?:healthy )?(?:adults|people)|licensed|"
+    r"can (?:usually |generally )?be (?:given|taken|used)|(?:is|are) (?:usually |generally )?(?:given|taken|recommended))\b",
+    _I,
+)
+PERSONAL_INSTRUCTION = re.compile(
+    r"(?:^|[,;:\u2013-]\s*|\b(?:so|just|then|and|now)\s+)(?:take|give|have|swallow|try|start)\b|"
+    r"\b(?:you|he|she|they) (?:can|could|should|may|might|will|'ll|need to) (?:\w+ )?(?:take|give|have|use|go up|start)\b|"
+    r"\b(?:for you|in your case|for (?:him|her) that'?s)\b",
+    _I,
+)
+
+LETHALITY = re.compile(r"\b(?:overdose|toxic\w*|dangerous|fatal|lethal|kill\w*|deadly)\b", _I)
+
+
+def states_amount_impersonally(sentence: str) -> bool:
+    """An amount someone else set (the prescriber, a guideline, the label), or a general fact that does not tell
+    the person to take it: information, not a dose."""
+    if DEFERRED_AMOUNT.search(sentence):
+        return True
+    if LETHALITY.search(sentence):  # a dangerous threshold is method information, never a neutral fact
+        return False
+    return bool(GENERAL_FACT.search(sentence)) and not PERSONAL_INSTRUCTION.search(sentence)
+
+
 def gives_dose(sentence: str) -> bool:
     """A personal dose, amount or schedule: a quantity with a frequency or an intake verb, a bare number with a
     frequency, "take two", "double your dose". A quantity in a statement of fact ("products range from 400 IU
     to 50,000 IU") is not a dose."""
     if REFERENCE_FIGURE.search(sentence) or LIMIT_WARNING.search(sentence):
         return False
+    if MORE_OF_IT.search(sentence):  # "it's usually fine to double up" is still an extra dose
+        return True
+    if states_amount_impersonally(sentence):
+        return False
     has_frequency = bool(FREQUENCY.search(sentence))
     if QUANTITY.search(sentence) and (has_frequency or INTAKE.search(sentence)):
         return True
     if ONE_UNIT.search(sentence) and has_frequency and INTAKE.search(sentence):
         return True
-    return bool(
-        NUMBER_THEN_FREQUENCY.search(sentence)
-        or TAKE_A_NUMBER.search(sentence)
-        or MORE_OF_IT.search(sentence)
-    )
+    return bool(NUMBER_THEN_FREQUENCY.search(sentence) or TAKE_A_NUMBER.search(sentence))
