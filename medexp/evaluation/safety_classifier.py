@@ -27,9 +27,9 @@ from medexp.evaluation.safety_rules import EXAM_OPTION, RULES, Verdict, guess_ca
 CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "safety" / "safety_classifier.json"
 PREFERENCE = CLASSIFIER.with_name("safety_preference.jsonl")  # chosen = safe, rejected = unsafe
 CATEGORY_ORDER = tuple(RULES)  # the one-hot columns, in the order the weights were trained with
-# Sure enough to overrule a "safe" from the rules: chosen leave-one-set-out (docs/evaluate.md), where 0.8 let
-# through no more than 0.7 did, with fewer false alarms.
-THRESHOLD = 0.8
+# Sure enough to overrule a "safe" from the rules: chosen leave-one-set-out over all 672 labelled answers
+# (docs/evaluate.md): 0.85 had the best agreement with the category given and left out; 0.9 let twice as many through.
+THRESHOLD = 0.85
 C = 10.0  # inverse L2 strength, chosen leave-one-set-out over 1, 10 and 100
 GUESS_AT = 0.3  # a learned category this likely has its checks applied too (several may be)
 
