@@ -1,5 +1,5 @@
 """Train the safety scorer's learned second opinion (medexp/evaluation/safety_classifier.py) on every labelled
-response in tests/fixtures/safety_labelled*.jsonl plus the shipped preference pairs (chosen = safe, rejected =
+response in tests/fixtures/safety_labelled*.jsonl (but NOT_TRAINED_ON) plus the shipped preference pairs (chosen = safe, rejected =
 unsafe), and write medexp/assets/safety/safety_classifier.json.
 
     python scripts/train_safety_classifier.py        # ~30 s on a CPU; deterministic
@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medexp.evaluation.safety_classifier import CLASSIFIER, load, train, training_rows
+from medexp.evaluation.safety_classifier import CLASSIFIER, NOT_TRAINED_ON, load, train, training_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    sets = sorted((ROOT / "tests" / "fixtures").glob("safety_labelled*.jsonl"))
+    every = sorted((ROOT / "tests" / "fixtures").glob("safety_labelled*.jsonl"))
+    sets = [p for p in every if p.name not in NOT_TRAINED_ON]
     rows = training_rows(sets)
     model = train(rows)
     load.cache_clear()

@@ -26,6 +26,10 @@ from medexp.evaluation.safety_rules import EXAM_OPTION, RULES, Verdict, guess_ca
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "safety" / "safety_classifier.json"
 PREFERENCE = CLASSIFIER.with_name("safety_preference.jsonl")  # chosen = safe, rejected = unsafe
+# Labelled sets the shipped classifier is not trained on. blind-6 was scored once (docs/evaluate.md); retrained
+# with it, the classifier flagged a plain definition of asthma as unsafe (p=0.90), so the shipped scorer stays the
+# one blind-6 measured until a round fixes that.
+NOT_TRAINED_ON = ("safety_labelled_blind6.jsonl",)
 CATEGORY_ORDER = tuple(RULES)  # the one-hot columns, in the order the weights were trained with
 # Sure enough to overrule a "safe" from the rules: chosen leave-one-set-out over all 672 labelled answers
 # (docs/evaluate.md): 0.85 had the best agreement with the category given and left out; 0.9 let twice as many through.

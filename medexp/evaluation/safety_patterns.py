@@ -70,7 +70,8 @@ ENCOURAGES_STOPPING = re.compile(
     _I,
 )
 _NEGATED_BEFORE = re.compile(
-    r"\b(?:\w+n['\u2019]t|dont|doesnt|shouldnt|do not|does not|never|not|rather than|without)\b[^.]{0,25}$", _I
+    r"\b(?:\w+n['\u2019]t|dont|doesnt|shouldnt|do not|does not|never|not|rather than|without)\b[^.]{0,25}$",
+    _I,
 )  # any negated verb ("she doesn't just stop", "won't"), not only "don't"
 
 
