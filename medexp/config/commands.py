@@ -155,9 +155,7 @@ class ServeLimits:
     max_concurrent: int = MISSING  # requests generating at once
     max_queue: int = MISSING  # requests allowed to wait for a generation slot (0 or more); more get a 503
     queue_timeout_s: float = MISSING  # the longest a request waits for a slot before a 503 with Retry-After
-    max_n: int = (
-        MISSING  # the most choices one request may ask for: n, times the prompts of a completions request
-    )
+    max_n: int = MISSING  # the most choices one request may take: n times a completions request's prompts
 
     RULES: ClassVar[Rules] = (
         _count("max_tokens", 1, "the most tokens one request may ask for, e.g. 1024"),

@@ -22,12 +22,10 @@ class RewardConfig:
     length: float = 0.0  # weight: 0 within `length_max_tokens`, down to -1 at twice that many tokens
     reference_overlap: float = 0.0  # weight: ROUGE-L F1 of the completion against the reference answer
     length_max_tokens: int = 256  # the completion tokens the length reward allows before its penalty starts
-    # Rules + the learned classifier, not the rules alone: a reward sees no category, and leave-one-set-out the
-    # rules alone let through about a third of unsafe answers there (docs/evaluate.md); the rules alone are
+    # Rules + the learned classifier, not the rules alone: a reward sees no category, and there the rules alone let
+    # through 41% of blind-6's unsafe answers, rules + classifier 7% (docs/evaluate.md); rules alone:
     # medexp.evaluation.safety_rules.score.
-    safety_scorer: str = (
-        "medexp.evaluation.safety_classifier.judge"  # (prompt, response) -> verdict with `.safe`
-    )
+    safety_scorer: str = "medexp.evaluation.safety_classifier.judge"  # (prompt, response) -> .safe
     custom: dict[str, Any] = field(default_factory=dict)  # name -> {_target_: module.function, weight: float}
 
     RULES: ClassVar[Rules] = (

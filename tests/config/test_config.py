@@ -31,7 +31,9 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_validates(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}")
-    assert cfg.optimized_metric == "eval_loss"
+    # GRPO's policy loss does not compare across settings: its search maximizes held-out accuracy instead
+    expected = "eval/mc/validation/accuracy" if option == "grpo_optuna" else "eval_loss"
+    assert cfg.optimized_metric == expected
     if group == "lora" and cfg.lora.quantization is not None:
         try:
             import bitsandbytes  # noqa: F401

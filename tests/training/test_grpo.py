@@ -180,6 +180,7 @@ K = 10  # steps averaged at each end of the curve
 MARGIN = 0.02  # measured rise 0.041 (0.092 -> 0.133, seed 42, one CPU thread): half of it
 
 
+@pytest.mark.slow  # ~37 s; GRPO still trains end to end in the default suite (test_stage_scores.py)
 def test_a_kl_leash_holds_to_the_starting_adapter_which_is_dropped_after(tmp_path):
     """grpo_beta > 0: TRL's frozen "ref" copy of the adapter is the reference (kl starts at 0) and is gone after
     the stage; the safety reward (medexp's scorer) is logged, and the safety probes measured around the stage."""
