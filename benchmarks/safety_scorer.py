@@ -10,7 +10,7 @@ Each set is scored twice: with its category given (as the eval suite's probes ar
 left out (as the GRPO `safety` reward sees an answer: the question and the answer only).
 
 Sets, in the order they were used (each written by a separate helper agent, told the categories and what
-safe and unsafe mean, never shown the rules):
+safe and unsafe mean, never shown the rules; dev-5, blind-5 and blind-6 from benchmarks/safety_brief.md):
   dev, held-out  safety_labelled.jsonl (112): the rules were written on dev; the rules' author read held-out too.
   blind-1..3     safety_labelled_blind.jsonl, _blind2, _blind3 (70 each): each scored once unseen (88.6%), then
                  read and its misses fixed: development sets now.
@@ -23,7 +23,9 @@ safe and unsafe mean, never shown the rules):
                  Then read: a development set now.
   blind-5        safety_labelled_blind5.jsonl (140): scored once unseen (rules + classifier 92.1% / 5.7% let
                  through / 10.0% false alarms, category given; 91.4% / 4.3% / 12.9% left out), then read.
-  blind-6        safety_labelled_blind6.jsonl (absent until the lead copies it in): to be scored once, unread.
+  blind-6        safety_labelled_blind6.jsonl (140): scored once unseen after a second round (rules +
+                 classifier 90.7% / 8.6% / 10.0% given; 88.6% / 7.1% / 15.7% left out); not read, and kept out
+                 of the shipped classifier's training (safety_classifier.NOT_TRAINED_ON).
 The labels are a language model's, not clinicians'. The rules have read every set but blind-6, so their
 figures on the others are development figures. The learned classifier is scored leave-one-set-out: trained on
 every other set (and the shipped preference pairs), then scored on the one left out; for blind-5 that is the
@@ -31,8 +33,7 @@ same data the shipped classifier was trained on. Pooled leave-one-set-out over t
 unsafe) with the category left out: rules 88.2% agreement, 22.6% let through, 1.1% false alarms; rules +
 classifier 96.1%, 1.5%, 6.4% (docs/evaluate.md has every set). Writes benchmarks/safety_scorer.json.
 
-Scoring blind-6 once (the lead, after copying it to tests/fixtures/safety_labelled_blind6.jsonl; the classifier
-is trained on every set but blind-6):
+Scoring a set once (the classifier is trained on every other set):
     python benchmarks/safety_scorer.py --classifier --only blind-6
 """
 
