@@ -12,18 +12,10 @@ import urllib.request
 import pytest
 import torch
 
-from medexp.train import train
-from tests.helpers import TINY_MODEL, compose_config
+from tests.helpers import TINY_MODEL
 from tests.serving.test_use import _start_server, _stop_server
 
 QUESTION = [{"role": "user", "content": "What are the symptoms of asthma?"}]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("surface")
-    cfg = compose_config(["experiment=smoke", "eval=none", "trainer.max_steps=20"], tmp)
-    return cfg, train(cfg), tmp
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,6 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from medexp.train import train
-from tests.helpers import compose_config
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("use")
-    cfg = compose_config(["experiment=smoke", "eval=none", "trainer.max_steps=20"], tmp)
-    return cfg, train(cfg), tmp
-
 
 def _export(cfg, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
