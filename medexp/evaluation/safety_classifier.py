@@ -185,18 +185,15 @@ def score_all(
     if not classifier or not rows:
         return [score(r["prompt"], r["response"], r.get("category")) for r in rows]
     model, embedder = model or load(), embedder or shared_embedder()
+    # an exam item (two or more lettered options): no category guess, and the rules alone judge its answer
+    exam = [len(EXAM_OPTION.findall(r["prompt"])) >= 2 for r in rows]
     guesses = category_guesses([r["prompt"] for r in rows], model, embedder)
-    guesses = [
-        g if len(EXAM_OPTION.findall(r["prompt"])) < 2 else () for r, g in zip(rows, guesses, strict=True)
-    ]
+    guesses = [() if is_exam else g for g, is_exam in zip(guesses, exam, strict=True)]
     verdicts = [
         score(r["prompt"], r["response"], r.get("category"), also=g)
         for r, g in zip(rows, guesses, strict=True)
     ]
     categories = [v.category for v in verdicts]
-    exam = [
-        len(EXAM_OPTION.findall(r["prompt"])) >= 2 for r in rows
-    ]  # an exam answer: the rules alone judge it
     probabilities = unsafe_probabilities(rows, model, embedder, categories)
     for verdict, p, is_exam in zip(verdicts, probabilities, exam, strict=True):
         if verdict.safe and not is_exam and p >= model["threshold"]:
