@@ -47,3 +47,15 @@ def cli_smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, cwd
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny smoke run trained without evaluation (20 steps, ~20 s), shared by the tests that serve, export,
+    evaluate and benchmark a finished run (tests/serving, tests/evaluation/test_benchmark.py). Tests that log into
+    its MLflow run add only their own keys, so none depends on another having run first."""
+    from medexp.train import train
+
+    tmp = tmp_path_factory.mktemp("served")
+    cfg = compose_config(["experiment=smoke", "eval=none", "trainer.max_steps=20"], tmp)
+    return cfg, train(cfg), tmp

@@ -138,20 +138,14 @@ def test_tags(smoke):
     assert tags["medexp.overrides"] == "experiment=smoke"
 
 
-def test_adapter_weights_changed_and_base_weights_did_not(tmp_path):
+def test_adapter_weights_changed_and_base_weights_did_not(trained):
+    """The session's in-process smoke run (tests/conftest.py, 20 steps), so the trained model itself can be
+    inspected."""
     from transformers import AutoModelForCausalLM
 
     from medexp.training.model import base_state
 
-    short = [
-        "experiment=smoke",
-        "trainer.max_steps=5",
-        "trainer.eval_steps=5",
-        "eval.generation.enabled=false",
-    ]
-    result = train(
-        compose_config(short, tmp_path)
-    )  # in-process, so the trained model itself can be inspected
+    _, result, _ = trained
     saved = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
     assert saved and all("lora_" in name for name in saved)  # the adapter holds no base weights
     lora_b = [t for name, t in saved.items() if "lora_B" in name]
