@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import SAMPLE, TINY_MODEL, compose_config
+from tests.helpers import SAMPLE, TINY_MODEL
 
 pytest.importorskip("lm_eval", reason='the benchmark extra: pip install -e ".[bench]"')
 
@@ -82,16 +82,16 @@ def benchmark(tmp: Path, *args: str, timeout: float = 300) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from medexp.train import train
-
+def bench(trained, tmp_path_factory):
+    """The session's shared smoke run (tests/conftest.py: eval=none, 20 steps, as the serving tests use it), with
+    a directory of this module's own for the task definitions and the benchmark's outputs."""
+    cfg, result, _ = trained
     tmp = tmp_path_factory.mktemp("bench")
-    cfg = compose_config(["experiment=smoke", "eval=none", "trainer.max_steps=20"], tmp)
-    return cfg, train(cfg), tmp, write_tasks(tmp / "tasks")
+    return cfg, result, tmp, write_tasks(tmp / "tasks")
 
 
-def test_benchmark_logs_adapted_base_and_delta_into_the_training_run(trained):
-    cfg, result, tmp, tasks = trained
+def test_benchmark_logs_adapted_base_and_delta_into_the_training_run(bench):
+    cfg, result, tmp, tasks = bench
     uri = str(cfg.tracking.uri)
     proc = benchmark(
         tmp,
@@ -139,10 +139,11 @@ def test_benchmark_logs_adapted_base_and_delta_into_the_training_run(trained):
         tokenizer=AutoTokenizer.from_pretrained(TINY_MODEL),
         batch_size=8,
     )
+    # tiny_qa is all it needs: no index of lm-eval's own tasks (~6 s of CPU)
     direct = lm_eval.simple_evaluate(
         model=plain,
         tasks=["tiny_qa"],
-        task_manager=TaskManager(include_path=str(tasks)),
+        task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
         apply_chat_template=True,
         system_instruction=system,
         log_samples=False,
@@ -152,9 +153,9 @@ def test_benchmark_logs_adapted_base_and_delta_into_the_training_run(trained):
     )
 
 
-def test_a_directory_without_a_run_gets_a_new_run(trained, tmp_path):
+def test_a_directory_without_a_run_gets_a_new_run(bench, tmp_path):
     """A run directory that records no MLflow run (trained with tracking=none, or copied): a new run."""
-    _, result, _, tasks = trained
+    _, result, _, tasks = bench
     copy = tmp_path / "copied_run"
     shutil.copytree(Path(result.output_dir) / "adapter", copy / "adapter")
     shutil.copy(Path(result.output_dir) / "config.yaml", copy / "config.yaml")
@@ -208,6 +209,10 @@ def test_medexp_s_pubmedqa_replaces_lm_eval_s_and_keeps_the_official_test_set():
 
     entry = task_manager(None).task_index["pubmedqa"]
     assert entry.yaml_path == PUBMEDQA_TASK and entry.cfg["dataset_path"] == "qiaojin/PubMedQA"
+    # asked for medexp's tasks alone, the index skips lm-eval's own (a name it lacks gets the full one, as the
+    # bad-settings test's medmcqa_v2 does)
+    alone = task_manager(None, ["pubmedqa"])
+    assert alone.task_index["pubmedqa"].yaml_path == PUBMEDQA_TASK and "medmcqa" not in alone.all_tasks
     spec = importlib.util.spec_from_file_location("pq", PUBMEDQA_TASK.with_suffix(".py"))
     pq = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pq)
