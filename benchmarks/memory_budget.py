@@ -34,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,10 @@ def variants(model: Path, rows: Path, steps: int, plain_batch: int = 2) -> dict[
     }
 
 
+def _cpu_seconds(usage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_variant(name: str, overrides: list[str], work: Path) -> dict:
     from medexp.config.compose import compose_run_config
 
@@ -109,6 +114,7 @@ def run_variant(name: str, overrides: list[str], work: Path) -> dict:
     overrides = [*overrides, f"paths.output_root={out / 'outputs'}", f"paths.mlruns_dir={out / 'mlruns'}"]
     uri = str(compose_run_config(overrides, out).tracking.uri)
     start, load = time.perf_counter(), os.getloadavg()[0]
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         ["nice", "-n", "5", sys.executable, "-m", "medexp.train", *overrides],
         cwd=work,
@@ -145,6 +151,8 @@ def run_variant(name: str, overrides: list[str], work: Path) -> dict:
         "checkpointed_layers": params.get("memory_budget/checkpointed_layers"),
         "estimated_slowdown": float(params.get("memory_budget/estimated_slowdown", "nan")),
         "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],  # before, after
+        # the whole process's CPU seconds (loading and evaluation included): other jobs' load does not count
+        "cpu_s": round(_cpu_seconds(resource.getrusage(resource.RUSAGE_CHILDREN)) - _cpu_seconds(cpu), 1),
         "console_line": line.split("] ", 1)[-1].strip(),
         "wall_s": round(time.perf_counter() - start, 1),
     }
