@@ -78,7 +78,7 @@ def saved(length: int = 1024, sequences: int = 2, layers: int = 2) -> dict:
     return out
 
 
-def costs(rounds: int, layers: int = 10, length: int = 1024) -> dict:
+def costs(rounds: int, layers: int = 10, length: int = 1024, only: str | None = None) -> dict:
     import torch
     from trl.kernels import ChunkedLogProbFunction
 
@@ -118,11 +118,14 @@ def costs(rounds: int, layers: int = 10, length: int = 1024) -> dict:
         "2_checkpoint_every_2nd": (2, 2, 0),
         "2_head_tiles_4096": (2, 0, 4096),
     }
+    if only:
+        variants = {k: v for k, v in variants.items() if k in only.split(",")}
     step(1, 0, 0)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in variants}
     loads = []
     for r in range(rounds):
-        for name, v in variants.items():
+        order = list(variants.items())
+        for name, v in order if r % 2 == 0 else order[::-1]:  # every other round backwards: no order effect
             times[name].append(step(*v))
         loads.append(round(os.getloadavg()[0], 2))
         print(r, loads[-1], {k: round(min(t), 2) for k, t in times.items()}, file=sys.stderr, flush=True)
@@ -143,12 +146,14 @@ def main() -> None:
     parser.add_argument("--saved", action="store_true")
     parser.add_argument("--costs", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=10, help="decoder layers for --costs")
+    parser.add_argument("--only", help="comma-separated variants of --costs")
     args = parser.parse_args()
     report = {"machine": {"cores": os.cpu_count()}}
     if args.saved:
         report["saved"] = saved()
     if args.costs:
-        report["costs"] = costs(args.rounds)
+        report["costs"] = costs(args.rounds, args.layers, only=args.only)
     print(json.dumps(report, indent=2))
 
 

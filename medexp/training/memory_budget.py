@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from itertools import product
 
 GIB = 2**30
-# Calibrated: measured peak RSS over this structural count (benchmarks/memory_budget.py): the allocator's slack and
-# the small tensors (RoPE tables, masks, index copies) the count leaves out.
+# Measured peak RSS over the structural count (benchmarks/memory_budget.py): allocator slack, RoPE tables, masks
 ACT_SCALE = 1.3
 # Bytes autograd saves per layer and token under bf16 autocast over fp32's: 47.4 KB / 73.5 KB, SmolLM2-135M's layer
-# at 2 x 1024 tokens with LoRA on every linear (saved-tensor hooks; benchmarks/memory_budget.py --saved)
+# at 2 x 1024 tokens with LoRA on every linear (saved-tensor hooks; benchmarks/memory_levers.py --saved)
 AUTOCAST_SHARE = 0.65
 # The answer-only head's backward holds the kept logits, their softmax and its gradient at once (measured 4.7x).
 STORED_HEAD_COPIES = 5.0
@@ -38,14 +37,16 @@ TOKEN_TILE = 4096  # TRL's TOKEN_CHUNK_SIZE: rows per tile
 TRL_COLUMNS = 32768  # TRL's own vocab columns per tile
 HEAD_COLUMNS = 4096  # the narrow tiles the budget asks for: 64 MiB per fp32 tile
 TRAIN_STATE_BYTES = 16  # per trainable parameter: fp32 weight, gradient, AdamW exp_avg and exp_avg_sq
-# what the trainer, its optimizer and data loader add to the process after the plan is made (tiny model, measured)
-RUNTIME_BYTES = 128 * 2**20
-# Step time added by each lever, as a share of a step without levers (SmolLM2-135M's layers, bf16 autocast, this
-# 2-core CPU, 2 x 1024 tokens; benchmarks/memory_budget.py --costs): checkpointing every layer (one more forward of
-# the body), the head in HEAD_COLUMNS-wide tiles, and each halving of the sequences per forward pass (on a CPU a pass
-# of 1024 tokens keeps the cores busy; on CUDA, not measured: assumed dear, so that it comes last as the issue asks).
-CHECKPOINT_COST = 0.35
-TILE_COST = 0.06
+RUNTIME_BYTES = 128 * 2**20  # the trainer, optimizer and loader, added after the plan (tiny model, measured)
+# Step time each lever adds. The step is split by matmul FLOPs into the body (forward + input gradients of the frozen
+# weights: 4 x layer weights per token and layer) and the head (4 x hidden x vocab per answer token). Checkpointing
+# a layer adds one more forward of it: half its share. The head in HEAD_COLUMNS tiles costs 2.2x the kept-logits
+# head (TRL's kernel recomputes each tile, in narrow matmuls; once on this CPU, 4 layers: +2.65 CPU s per 1024-token
+# sequence, benchmarks/memory_levers.py). Each halving of the sequences per pass: on a CPU a pass of 1024 tokens
+# already keeps the cores busy (assumed small: the measurement's noise, +-30%, hides it); on CUDA, not measured,
+# assumed dear, so that checkpointing comes first there, as issue 26 lists the levers.
+CHECKPOINT_COST = 0.5
+TILE_COST = 1.2
 SPLIT_COST = {"cpu": 0.02, "cuda": 0.5}
 
 
@@ -191,10 +192,13 @@ def estimate(work: Workload, levers: Levers) -> dict[str, float]:
 
 def slowdown(work: Workload, levers: Levers) -> float:
     """A step's estimated time with `levers` over its time without (CHECKPOINT_COST, TILE_COST, SPLIT_COST)."""
-    share = checkpointed_layers(work.shape.layers, levers.checkpoint_every) / work.shape.layers
-    passes = work.batch.sequences / (levers.micro_batch or work.batch.sequences)
-    split = SPLIT_COST["cuda" if work.cuda else "cpu"] * math.log2(passes)
-    return 1 + CHECKPOINT_COST * share + (TILE_COST if levers.head_columns else 0.0) + split
+    shape, batch = work.shape, work.batch
+    body = shape.layers * shape.layer_weights * batch.sequences * batch.length
+    head = shape.hidden * shape.vocab * batch.answer_tokens
+    checkpointed = checkpointed_layers(shape.layers, levers.checkpoint_every) / shape.layers
+    cost = CHECKPOINT_COST * checkpointed * body + (TILE_COST * head if levers.head_columns else 0.0)
+    passes = batch.sequences / (levers.micro_batch or batch.sequences)
+    return 1 + cost / (body + head) + SPLIT_COST["cuda" if work.cuda else "cpu"] * math.log2(passes)
 
 
 @dataclass(frozen=True)
@@ -229,7 +233,7 @@ class Plan:
             out.append(f"answer head in {self.levers.head_columns}-column tiles")
         if self.levers.micro_batch:
             steps = self.batch.sequences // self.levers.micro_batch
-            out.append(f"{self.levers.micro_batch} sequences per pass x {steps} accumulated")
+            out.append(f"{self.levers.micro_batch} per pass x {steps} accumulated")
         if self.returns_memory:
             out.append("freed memory returned to the OS")
         return out
