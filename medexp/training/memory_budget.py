@@ -1,43 +1,53 @@
 """`trainer.memory_budget_gb`: estimate the peak memory of a run's longest batch before training, and turn on the
-levers that bring it under the budget, cheapest first.
+cheapest levers that bring it under the budget.
 
-The estimate (bytes) is what the process holds when the plan is made (weights, libraries: measured, `base`) plus:
-- the adapters' training state: trainable parameters x 16 (fp32 weight, gradient, AdamW's two moments), and
-  `RUNTIME_BYTES` the trainer adds once it is built;
-- the body's activations: per layer and token, the tensors a Llama-family decoder layer with LoRA on every linear
-  keeps for its backward, counted from the config (`ACT_PER_LAYER`: hidden, intermediate and key/value widths),
-  times `ACT_SCALE`, fitted to the peak RSS measured on the embedded tiny model and on SmolLM-135M's 30-layer
-  shape (benchmarks/memory_budget.py); with activation checkpointing, each layer's input plus twice one layer's
-  activations (the layer recomputed, and its backward's temporaries);
-- the LM head: medexp's answer-only head (medexp.training.answer_head, on CPU) keeps the fp32 logits of the answer
-  tokens for its backward, which briefly needs `STORED_HEAD_COPIES` times answer tokens x vocab x 4 bytes; in
-  tiles (TRL's kernel) it needs `TILE_COPIES` tiles of min(answer tokens, 4096) x columns.
+The estimate (bytes) is what the process holds when the plan is made (`base`: weights, libraries, measured) plus
+the adapters' training state (trainable parameters x 16: fp32 weight, gradient, AdamW's moments; `RUNTIME_BYTES`),
+the body's activations and the LM head's peak. Activations: per layer and token, what a Llama-family decoder layer
+with LoRA on every linear keeps for its backward, counted from the config (`act_per_layer`) times `ACT_SCALE`
+(fitted to measured peak RSS); under bf16 autocast `AUTOCAST_SHARE` of that (the matmuls' saved inputs and outputs
+are bf16, norms and the residual stream fp32) plus the bf16 copy of each frozen weight a matmul keeps. A
+checkpointed layer keeps only its input; the one being recomputed holds a layer's worth, its backward another. The
+head: medexp's answer-only head (medexp.training.answer_head, on CPU) keeps the answer tokens' fp32 logits
+(`STORED_HEAD_COPIES` x tokens x vocab x 4 at its backward's peak); TRL's tiled kernel `TILE_COPIES` tiles.
 
-The levers, in order of what they cost in speed: activation checkpointing (one more forward of the body, ~30%),
-the answer head in narrow tiles (`HEAD_COLUMNS` vocab columns: more, smaller matmuls), then fewer sequences per
-forward pass with gradient accumulation making up the difference, so the optimizer step sees the same batch.
+The plan tries every combination of the levers (checkpointing every k-th decoder layer, transformers'
+`every_n_layers`; the answer head in narrow tiles; micro-batches that divide the batch, accumulation making up the
+difference) and keeps the one that fits at the least estimated slowdown (`slowdown`, from measured costs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass
+from itertools import product
 
 GIB = 2**30
-# Calibrated: measured peak RSS over this structural count (benchmarks/memory_budget.py): the allocator's slack and
-# the small tensors (RoPE tables, masks, index copies) the count leaves out.
+# Measured peak RSS over the structural count (benchmarks/memory_budget.py): allocator slack, RoPE tables, masks
 ACT_SCALE = 1.3
+# Bytes autograd saves per layer and token under bf16 autocast over fp32's: 47.4 KB / 73.5 KB, SmolLM2-135M's layer
+# at 2 x 1024 tokens with LoRA on every linear (saved-tensor hooks; benchmarks/memory_levers.py --saved)
+AUTOCAST_SHARE = 0.65
 # The answer-only head's backward holds the kept logits, their softmax and its gradient at once (measured 4.7x).
 STORED_HEAD_COPIES = 5.0
 EVAL_HEAD_COPIES = 2.5  # without gradients: the logits and logsumexp's temporary
-TILE_COPIES = (
-    8.0  # TRL's chunked kernel: its tile buffer and the elementwise temporaries of its fold (measured 7.6x)
-)
+# TRL's chunked kernel: its tile buffer and the elementwise temporaries of its fold (measured 7.6x)
+TILE_COPIES = 8.0
 TOKEN_TILE = 4096  # TRL's TOKEN_CHUNK_SIZE: rows per tile
 TRL_COLUMNS = 32768  # TRL's own vocab columns per tile
 HEAD_COLUMNS = 4096  # the narrow tiles the budget asks for: 64 MiB per fp32 tile
 TRAIN_STATE_BYTES = 16  # per trainable parameter: fp32 weight, gradient, AdamW exp_avg and exp_avg_sq
-# what the trainer, its optimizer and data loader add to the process after the plan is made (tiny model, measured)
-RUNTIME_BYTES = 128 * 2**20
+RUNTIME_BYTES = 128 * 2**20  # the trainer, optimizer and loader, added after the plan (tiny model, measured)
+# Step time each lever adds. The step is split by matmul FLOPs into the body (forward + input gradients of the frozen
+# weights: 4 x layer weights per token and layer) and the head (4 x hidden x vocab per answer token). Checkpointing
+# a layer adds one more forward of it: half its share. The head in HEAD_COLUMNS tiles costs 2.2x the kept-logits
+# head (TRL's kernel recomputes each tile, in narrow matmuls; once on this CPU, 4 layers: +2.65 CPU s per 1024-token
+# sequence, benchmarks/memory_levers.py). Each halving of the sequences per pass: on a CPU a pass of 1024 tokens
+# already keeps the cores busy (assumed small: the measurement's noise, +-30%, hides it); on CUDA, not measured,
+# assumed dear, so that checkpointing comes first there, as issue 26 lists the levers.
+CHECKPOINT_COST = 0.5
+TILE_COST = 1.2
+SPLIT_COST = {"cpu": 0.02, "cuda": 0.5}
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,12 @@ class ModelShape:
             vocab=int(c.vocab_size),
         )
 
+    @property
+    def layer_weights(self) -> int:
+        """Parameters of one decoder layer's seven projections."""
+        h = self.hidden
+        return h * (h + 2 * self.kv_width) + h * h + 3 * h * self.intermediate
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -82,9 +98,18 @@ class Batch:
 
 @dataclass(frozen=True)
 class Levers:
-    checkpointing: bool = False
+    checkpoint_every: int = 0  # 0: no activation checkpointing; k: every k-th decoder layer (1: all of them)
     head_columns: int | None = None  # None: the head as medexp runs it by default
     micro_batch: int | None = None  # sequences per forward pass; None: the whole batch
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.checkpoint_every > 0
+
+
+def checkpointed_layers(layers: int, every: int) -> int:
+    """How many of `layers` transformers checkpoints with every_n_layers=`every` (layer 0, every, 2 x every...)."""
+    return -(-layers // every) if every else 0
 
 
 def act_per_layer(shape: ModelShape) -> float:
@@ -96,15 +121,22 @@ def act_per_layer(shape: ModelShape) -> float:
 
 
 def activation_bytes(
-    shape: ModelShape, batch: Batch, dtype_bytes: int, checkpointing: bool, eager: bool = False
+    shape: ModelShape, batch: Batch, dtype_bytes: int, every: int, eager: bool = False, autocast: bool = False
 ) -> float:
+    """The body's activations with every `every`-th layer checkpointed (0: none); `dtype_bytes` is the weights' and
+    the residual stream's element size, `autocast`: matmuls in bf16 on fp32 weights."""
     tokens = batch.sequences * batch.length
-    layer = act_per_layer(shape) * ACT_SCALE * dtype_bytes * tokens
+    act = dtype_bytes * (AUTOCAST_SHARE if autocast else 1.0)
+    layer = act_per_layer(shape) * ACT_SCALE * act * tokens
     if eager:  # attention probabilities and their dropout copy: heads x length per token
-        layer += 2 * shape.heads * batch.length * dtype_bytes * tokens
-    if checkpointing:  # each layer's input kept; one layer recomputed, with its backward's temporaries
-        return shape.layers * shape.hidden * dtype_bytes * tokens + 2 * layer
-    return shape.layers * layer
+        layer += 2 * shape.heads * batch.length * act * tokens
+    if autocast:  # the bf16 copy of each frozen weight a matmul keeps for its backward
+        layer += shape.layer_weights * 2
+    kept = checkpointed_layers(shape.layers, every)
+    if not kept:
+        return shape.layers * layer
+    # each checkpointed layer keeps its input; the one recomputed holds a layer's worth, its backward another
+    return (shape.layers - kept) * layer + kept * shape.hidden * dtype_bytes * tokens + 2 * layer
 
 
 def head_bytes(
@@ -125,31 +157,30 @@ class Workload:
     base: float  # bytes the process holds before training (weights, libraries)
     trainable: int  # trainable parameters
     batch: Batch  # the longest training batch
-    dtype_bytes: int = 4  # activations: 4 in fp32, 2 in bf16 / fp16
+    dtype_bytes: int = 4  # weights and residual stream: 4 in fp32 (bf16 autocast too), 2 in bf16 / fp16
+    autocast: bool = False  # trainer.precision=bf16_autocast: matmuls (and what they keep) in bf16
     eager: bool = False  # attn_implementation=eager keeps the attention probabilities
-    stored_limit: float = (
-        2 * GIB
-    )  # medexp.training.answer_head.STORED_LOGITS_BYTES; 0 where TRL runs the head
+    stored_limit: float = 2 * GIB  # answer_head.STORED_LOGITS_BYTES; 0 where TRL runs the head
     eval_sequences: int = 0  # trainer.eval_batch_size: evaluation's batches (no gradients) can peak higher
+    cuda: bool = False  # micro-batches cost more on a GPU (SPLIT_COST)
 
 
 def estimate(work: Workload, levers: Levers) -> dict[str, float]:
     """The estimated peak in bytes, by part (`total` their sum)."""
     micro = levers.micro_batch or work.batch.sequences
     batch = work.batch.split(micro)
+    body = (work.shape, batch, work.dtype_bytes, levers.checkpoint_every, work.eager, work.autocast)
     parts = {
         "base": work.base,
         "adapters": work.trainable * TRAIN_STATE_BYTES + RUNTIME_BYTES,
-        "activations": activation_bytes(
-            work.shape, batch, work.dtype_bytes, levers.checkpointing, work.eager
-        ),
+        "activations": activation_bytes(*body),
         "head": head_bytes(work.shape, batch.answer_tokens, levers.head_columns, work.stored_limit),
     }
     # evaluation: no activations kept (about one layer's at a time), the head's forward only
     eval_sequences = min(work.eval_sequences, levers.micro_batch or work.eval_sequences)
     evaluated = work.batch.split(eval_sequences) if eval_sequences else None
     parts["evaluation"] = (
-        activation_bytes(work.shape, evaluated, work.dtype_bytes, checkpointing=True, eager=work.eager)
+        activation_bytes(work.shape, evaluated, work.dtype_bytes, 1, work.eager, work.autocast)
         + head_bytes(work.shape, evaluated.answer_tokens, levers.head_columns, work.stored_limit, grad=False)
         if evaluated
         else 0.0
@@ -157,6 +188,17 @@ def estimate(work: Workload, levers: Levers) -> dict[str, float]:
     step = max(parts["activations"] + parts["head"], parts["evaluation"])
     parts["total"] = parts["base"] + parts["adapters"] + step
     return parts
+
+
+def slowdown(work: Workload, levers: Levers) -> float:
+    """A step's estimated time with `levers` over its time without (CHECKPOINT_COST, TILE_COST, SPLIT_COST)."""
+    shape, batch = work.shape, work.batch
+    body = shape.layers * shape.layer_weights * batch.sequences * batch.length
+    head = shape.hidden * shape.vocab * batch.answer_tokens
+    checkpointed = checkpointed_layers(shape.layers, levers.checkpoint_every) / shape.layers
+    cost = CHECKPOINT_COST * checkpointed * body + (TILE_COST * head if levers.head_columns else 0.0)
+    passes = batch.sequences / (levers.micro_batch or batch.sequences)
+    return 1 + cost / (body + head) + SPLIT_COST["cuda" if work.cuda else "cpu"] * math.log2(passes)
 
 
 @dataclass(frozen=True)
@@ -171,18 +213,27 @@ class Plan:
     head_lever: bool = True  # False where medexp does not compute the head (TRL does, on CUDA)
     asked_checkpointing: bool = False  # trainer.gradient_checkpointing was on already
     returns_memory: bool = False  # glibc returns freed blocks to the OS (medexp.training.memory_plan, on CPU)
+    layers: int = 0  # the model's decoder layers
+    slowdown: float = 1.0  # the levers' estimated step time over a step without them
+
+    @property
+    def checkpointed(self) -> int:
+        return checkpointed_layers(self.layers, self.levers.checkpoint_every)
 
     @property
     def actions(self) -> list[str]:
         """What the budget turned on."""
         out = []
         if self.levers.checkpointing and not self.asked_checkpointing:
-            out.append("activation checkpointing")
+            some = (
+                f" of {self.checkpointed} of {self.layers} layers" if self.checkpointed < self.layers else ""
+            )
+            out.append(f"activation checkpointing{some}")
         if self.levers.head_columns:
             out.append(f"answer head in {self.levers.head_columns}-column tiles")
         if self.levers.micro_batch:
             steps = self.batch.sequences // self.levers.micro_batch
-            out.append(f"{self.levers.micro_batch} sequences per pass x {steps} accumulated")
+            out.append(f"{self.levers.micro_batch} per pass x {steps} accumulated")
         if self.returns_memory:
             out.append("freed memory returned to the OS")
         return out
@@ -199,7 +250,8 @@ class Plan:
         verdict = "" if self.fits else ", still over the budget: the leanest plan medexp has"
         return (
             f"memory budget {gb}: longest batch ({longest}) estimated at {self.before / GIB:.1f} GB -> "
-            f"{', '.join(self.actions)}: {self.after / GIB:.1f} GB{verdict}{skipped}"
+            f"{', '.join(self.actions)}: {self.after / GIB:.1f} GB, ~{self.slowdown:.2f}x step time"
+            f"{verdict}{skipped}"
         )
 
     def params(self) -> dict[str, str]:
@@ -212,28 +264,36 @@ class Plan:
             "memory_budget/planned_gb": f"{self.after / GIB:.2f}",
             "memory_budget/actions": ", ".join(self.actions) or "none",
             "memory_budget/gradient_checkpointing": str(levers.checkpointing),
+            "memory_budget/checkpointed_layers": f"{self.checkpointed}/{self.layers}",
             "memory_budget/head_columns": str(levers.head_columns or "default"),
             "memory_budget/micro_batch": str(levers.micro_batch or self.batch.sequences),
+            "memory_budget/estimated_slowdown": f"{self.slowdown:.3f}",
             "memory_budget/returns_freed_memory": str(self.returns_memory),
         }
+
+
+def candidates(work: Workload, checkpointing: bool, head_lever: bool) -> list[Levers]:
+    """Every combination of the levers: checkpointing of every k-th layer (one k per distinct count of checkpointed
+    layers; only every layer when trainer.gradient_checkpointing asked for it), the head as it is or in tiles
+    (`head_lever`), and each micro-batch size that divides the batch."""
+    layers, n = work.shape.layers, work.batch.sequences
+    every = {checkpointed_layers(layers, k): k for k in range(layers, 0, -1)}  # the smallest k per count
+    everys = [1] if checkpointing else [0, *every.values()]
+    heads = [None, HEAD_COLUMNS] if head_lever else [None]
+    micros = [None, *(m for m in range(n - 1, 0, -1) if n % m == 0)]
+    return [Levers(e, h, m) for e, h, m in product(everys, heads, micros)]
 
 
 def plan(
     work: Workload, budget: float, source: str, checkpointing: bool = False, head_lever: bool = True
 ) -> Plan:
-    """The cheapest levers that bring the longest batch under `budget` (bytes): checkpointing, then the head in
-    narrow tiles (where medexp computes the head: `head_lever`), then the fewest micro-batches that divide the
-    batch. `checkpointing`: already on by trainer.gradient_checkpointing. When even one sequence per pass does
-    not fit, the plan holds every lever and `fits` is False."""
-    before = estimate(work, Levers(checkpointing=checkpointing))["total"]
-    n = work.batch.sequences
-    ladder = [Levers(checkpointing=checkpointing), Levers(checkpointing=True)]
-    if head_lever:
-        ladder.append(Levers(checkpointing=True, head_columns=HEAD_COLUMNS))
-    lean = ladder[-1]
-    ladder += [replace(lean, micro_batch=m) for m in range(n - 1, 0, -1) if n % m == 0]
-    for levers in ladder:
-        after = estimate(work, levers)["total"]
-        if after <= budget:
-            return Plan(budget, source, work.batch, levers, before, after, True, head_lever, checkpointing)
-    return Plan(budget, source, work.batch, ladder[-1], before, after, False, head_lever, checkpointing)
+    """The levers that bring the longest batch under `budget` (bytes) at the least estimated slowdown (ties: the
+    lower peak). `checkpointing`: trainer.gradient_checkpointing asked for every layer already. When even one
+    sequence per pass with every lever does not fit, the plan holds every lever and `fits` is False."""
+    before = estimate(work, Levers(checkpoint_every=int(checkpointing)))["total"]
+    levers = candidates(work, checkpointing, head_lever)
+    options = [(slowdown(work, lv), estimate(work, lv)["total"], lv) for lv in levers]
+    fitting = [o for o in options if o[1] <= budget]
+    cost, after, levers = min(fitting, key=lambda o: o[:2]) if fitting else min(options, key=lambda o: o[1])
+    found = (before, after, bool(fitting), head_lever, checkpointing, False, work.shape.layers, cost)
+    return Plan(budget, source, work.batch, levers, *found)

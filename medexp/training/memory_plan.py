@@ -67,13 +67,17 @@ def plan_run(cfg, model, train, precision: str, packing: bool) -> Plan | None:
         base=own,
         trainable=trainable,
         batch=longest_batch(train, int(t.batch_size), int(cfg.dataset.max_tokens) if packing else None),
-        dtype_bytes=2 if precision in ("bf16", "fp16") or model.dtype != torch.float32 else 4,
+        dtype_bytes=4 if model.dtype == torch.float32 else 2,
+        autocast=precision == "bf16_autocast"
+        or (precision in ("bf16", "fp16") and model.dtype == torch.float32),
         eager=str(cfg.model.attn_implementation) == "eager",
         stored_limit=0 if cuda else STORED_LOGITS_BYTES,  # on CUDA the head is TRL's, in its own tiles
         eval_sequences=int(t.eval_batch_size),
+        cuda=cuda,
     )
     p = plan(work, budget, source, bool(t.gradient_checkpointing), head_lever=not cuda)
-    if p.actions and not cuda and return_freed_memory():
+    # only under checkpointing, whose recomputed layers it is for: a mmap per block costs page faults on every pass
+    if p.levers.checkpointing and p.actions and not cuda and return_freed_memory():
         p = replace(p, returns_memory=True)
     if not p.fits and value != "auto":
         raise budget_error(value, p, f"its longest training sequence ({p.batch.length} tokens)", own)
@@ -89,7 +93,7 @@ def apply(cfg, p: Plan):
 
     cfg = deepcopy(cfg)
     t = cfg.trainer
-    t.gradient_checkpointing = bool(p.levers.checkpointing)
+    t.gradient_checkpointing = bool(p.levers.checkpointing)  # which layers: checkpoint_kwargs
     micro = p.levers.micro_batch
     if micro:
         steps = gradient_accumulation(t) * (int(t.batch_size) // micro)
@@ -97,6 +101,20 @@ def apply(cfg, p: Plan):
         if t.effective_batch_size is None:
             t.gradient_accumulation_steps = steps
     return cfg
+
+
+def checkpoint_kwargs(p: Plan | None, args: dict) -> dict:
+    """The trainer arguments with the plan's every_n_layers (checkpointing of every k-th decoder layer only)."""
+    every = p.levers.checkpoint_every if p is not None else 0
+    if every <= 1 or not args.get("activation_checkpointing"):
+        return args
+    return {
+        **args,
+        "activation_checkpointing_kwargs": {
+            **args["activation_checkpointing_kwargs"],
+            "every_n_layers": every,
+        },
+    }
 
 
 def check_budget_floor(cfg) -> None:
@@ -111,9 +129,8 @@ def check_budget_floor(cfg) -> None:
 
     config = AutoConfig.from_pretrained(str(cfg.model.name_or_path), revision=cfg.model.revision)
     shape = ModelShape.from_config(config)
-    h, tied = shape.hidden, getattr(config.get_text_config(), "tie_word_embeddings", True)
-    layer = h * (h + 2 * shape.kv_width) + h * h + 3 * h * shape.intermediate
-    weights = (shape.vocab * h * (1 if tied else 2) + shape.layers * layer) * (
+    tied = getattr(config.get_text_config(), "tie_word_embeddings", True)
+    weights = (shape.vocab * shape.hidden * (1 if tied else 2) + shape.layers * shape.layer_weights) * (
         2 if str(cfg.model.dtype) in ("bfloat16", "float16") else 4
     )
     tokens = int(cfg.dataset.max_tokens)

@@ -109,7 +109,7 @@ def build_trainer(
 
     from medexp.training.answer_head import score_answer_tokens_only
     from medexp.training.batching import check_examples_isolated, choose_batching
-    from medexp.training.memory_plan import apply, plan_run
+    from medexp.training.memory_plan import apply, checkpoint_kwargs, plan_run
 
     batching = choose_batching(cfg.trainer, cfg.model, cuda=torch.cuda.is_available())
     log.info("precision %s, batching %s (%s)", precision, batching.mode, batching.reason)
@@ -122,7 +122,7 @@ def build_trainer(
     if batching.mode in ("padding_free", "packing"):
         check_examples_isolated(model, str(cfg.model.attn_implementation), batching.mode)
     args = SFTConfig(
-        **training_arguments(cfg, output_dir, precision),
+        **checkpoint_kwargs(memory, training_arguments(cfg, output_dir, precision)),
         neftune_noise_alpha=t.neftune_noise_alpha,  # transformers adds the noise in training only
         # pairs over dataset.max_tokens were already dropped, never truncated; packing uses it as its block size
         **batching.trainer_kwargs(block_tokens=int(cfg.dataset.max_tokens)),
