@@ -43,13 +43,25 @@ def _stop_when(stop: threading.Event) -> Any:
 
 
 class Assistant:
-    """The adapted model with its tokenizer and the system prompt it was trained with."""
+    """The adapted model with its tokenizer and the system prompt it was trained with. Behind one server several
+    assistants share one model (medexp.serving.adapters): `adapter` is the peft adapter that answers for this one
+    (None: the model as it is), `parent` the base model's id it adapts, `root` where it came from."""
 
-    def __init__(self, model: Any, tokenizer: Any, system_prompt: str, name: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        system_prompt: str,
+        name: str,
+        adapter: str | None = None,
+        parent: str | None = None,
+        root: str | None = None,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
         self.name = name
+        self.adapter, self.parent, self.root = adapter, parent, root
         # No lock here: the caller decides how many generations share the weights at once (medexp.chat runs one;
         # medexp.serve admits limits.max_concurrent and queues the rest).
 
