@@ -118,7 +118,11 @@ def check_together(sources: list[str], trained: list[Any], names: list[str], mod
         )
     bases = [base_of(t.config) for t in trained]
     if any(b != bases[0] for b in bases):
-        each = "; ".join(f"{s} on {json.dumps(b)}" for s, b in zip(sources, bases, strict=True))
+        differ = [k for k in bases[0] if any(b[k] != bases[0][k] for b in bases)]
+        each = "; ".join(
+            f"{s} on " + ", ".join(f"{k}={json.dumps(b[k])}" for k in differ)
+            for s, b in zip(sources, bases, strict=True)
+        )
         raise UserError(
             f"source lists adapters trained on different base models: {each}. One server loads one base and "
             "serves the adapters trained on it; serve the others with a second python -m medexp.serve on another "
