@@ -133,7 +133,7 @@ def check_together(sources: list[str], trained: list[Any], names: list[str], mod
         if settings.get("use_dora"):
             raise UserError(
                 f"source {source} is a DoRA adapter (lora.use_dora=true); peft cannot mix DoRA adapters with others "
-                "in one batch, so it cannot share a server with them. Serve it alone (source={source}), or export "
+                f"in one batch, so it cannot share a server with them. Serve it alone (source={source}), or export "
                 "it merged (python -m medexp.export merge=true) and serve that."
             )
 

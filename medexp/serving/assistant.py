@@ -132,7 +132,8 @@ class Assistant:
 
 
 def load_assistant(cfg: DictConfig) -> Assistant:
-    """Resolve `cfg.source` and load base + adapter on the best available device."""
+    """Resolve `cfg.source` and load base + adapter (merged into the weights) on the best available device; the
+    one-source loader of `medexp.chat` (`medexp.serve` loads through medexp.serving.adapters)."""
     from medexp.config import stage_configs
     from medexp.training.source import load_trained, resolve_source
 
@@ -145,6 +146,8 @@ def load_assistant(cfg: DictConfig) -> Assistant:
     from medexp.training.model import resolve_precision
 
     model, tokenizer = load_trained(trained, resolve_precision(str(cfg.precision)))
+    if trained.config.lora.quantization is None:  # one adapter: folded into the weights, the base's speed
+        model = model.merge_and_unload()  # (a 4-bit base stays unmerged: merging would re-quantize it)
     if torch.cuda.is_available() and trained.config.lora.quantization is None:
         model = model.to("cuda")
     system_prompt = str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
