@@ -55,6 +55,20 @@ FILES: dict[str, bytes] = {
     "no_label.jsonl": b'{"prompt": "q", "completion": "a"}\n{"prompt": "r", "completion": "b"}\n',
     "unknown_labels.jsonl": b'{"prompt": "q", "completion": "a", "label": "meh"}\n'
     b'{"prompt": "r", "completion": "b", "label": "perhaps"}\n',
+    # run directories (config.yaml + adapter/) for serving several adapters on one base (issue 27)
+    **{
+        f"{run}/{name}": data
+        for run, base, dora in (
+            ("base_a", "base-a", False),
+            ("base_a2", "base-a", False),
+            ("base_b", "base-b", False),
+            ("dora_a", "base-a", True),
+        )
+        for name, data in (
+            ("config.yaml", f"model:\n  name_or_path: {base}\nlora:\n  quantization: null\n".encode()),
+            ("adapter/adapter_config.json", json.dumps({"use_dora": dora}).encode()),
+        )
+    },
 }
 FOLDERS = ("a_folder.jsonl", "not_a_run")
 
@@ -191,6 +205,13 @@ CASES: list[tuple[str, list[str], str]] = [
     # --- trainer.memory_budget_gb: not a size; below what one sequence of the run needs ------------------------
     ("train", [*T, "trainer.memory_budget_gb=lots"], "trainer.memory_budget_gb"),
     ("train", [*T, "trainer.memory_budget_gb=0.2"], "trainer.memory_budget_gb=0.2"),
+    # --- serve: several adapters that cannot share one loaded base (issue 27) ----------------------------------
+    ("serve", ["source=[base_a,base_b]"], "different base models"),
+    ("serve", ["source=[base_a,dora_a]"], "DoRA"),
+    ("serve", ["source=[base_a,base_a]"], "twice"),
+    ("serve", ["source=[base_a,base_a2]", "merge=true"], "merge=true"),
+    ("serve", ["source=[base_a,base_a2]", "model_name=mine"], "model_name='mine'"),
+    ("serve", ["source=[]"], "names no trained model"),
 ]  # fmt: skip
 
 
@@ -207,6 +228,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad_input")
     for name, data in FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
     for name in FOLDERS:
         (root / name).mkdir()

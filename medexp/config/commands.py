@@ -186,10 +186,16 @@ class ServeLimits:
 
 @dataclass
 class ServeConfig(SourceCommandConfig):
+    source: Any = (
+        MISSING  # one trained model (run id, run or adapter directory, models:/...) or a list: [A,B]
+    )
     host: str = MISSING  # the address to bind; any but loopback is warned about (there is no authentication)
     port: int = MISSING  # the TCP port to listen on, 1-65535
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32 (bf16_autocast: fp32)
-    model_name: str | None = None  # the id /v1/models reports; null = medexp-<run id>
+    model_name: str | None = None  # the id /v1/models reports for a single source; null = medexp-<run id>
+    merge: bool | None = (
+        None  # fold the adapter into the weights for generation; null = when one adapter serves
+    )
     limits: ServeLimits = field(default_factory=ServeLimits)
 
     RULES: ClassVar[Rules] = (_port,)

@@ -5,7 +5,9 @@ limits.max_concurrent requests generate at once and limits.max_queue wait, the r
 once; a client that leaves stops its generation. Every refusal is an OpenAI-style {"error": {"message", "type",
 "param", "code"}}.
 
-What one app serves lives on its `app.state`: the `assistant`, the `engine` that decodes for it, its `limits`
+What one app serves lives on its `app.state`: the `served` assistants (medexp.serving.adapters.Served: one
+adapter, or several on one base, picked by the request's `model`), `assistant` (the default one), the `engine`
+that decodes for them all, its `limits`
 (ServeLimits), the admission `gate` (which counts the requests generating and waiting), its `metrics` and the
 tokenizer's `vocab` size. The request models and what a request may not ask are `medexp.serving.protocol`.
 """
@@ -29,14 +31,15 @@ from medexp.serving.metrics import RequestMetrics, ServerMetrics
 router = APIRouter()
 
 
-def create_app(assistant: Any, limits: DictConfig) -> FastAPI:
-    """The app serving `assistant` (a medexp.serving.assistant.Assistant) under `limits` (ServeLimits)."""
+def create_app(served: Any, limits: DictConfig) -> FastAPI:
+    """The app serving `served` (medexp.serving.adapters.Served) under `limits` (ServeLimits)."""
+    assistant = served.default
     app = FastAPI(title="medexp", version="1")
     gate = Gate(limits.max_concurrent, limits.max_queue, limits.queue_timeout_s)
     metrics = ServerMetrics(waiting=lambda: gate.waiting, generating=lambda: gate.generating)
     app.add_middleware(BodyCap, cap=limits.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost, so 413s are counted too
-    app.state.assistant = assistant
+    app.state.served, app.state.assistant = served, assistant
     app.state.engine = Engine(assistant.model, assistant.tokenizer, on_batch=metrics.batch_size.observe)
     app.state.limits = limits
     app.state.vocab = len(assistant.tokenizer)
@@ -76,8 +79,7 @@ def health(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/models")
 def models(request: Request) -> dict[str, Any]:
-    name = request.app.state.assistant.name
-    return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "medexp"}]}
+    return {"object": "list", "data": request.app.state.served.listing()}
 
 
 @router.get("/metrics")

@@ -43,13 +43,25 @@ def _stop_when(stop: threading.Event) -> Any:
 
 
 class Assistant:
-    """The adapted model with its tokenizer and the system prompt it was trained with."""
+    """The adapted model with its tokenizer and the system prompt it was trained with. Behind one server several
+    assistants share one model (medexp.serving.adapters): `adapter` is the peft adapter that answers for this one
+    (None: the model as it is), `parent` the base model's id it adapts, `root` where it came from."""
 
-    def __init__(self, model: Any, tokenizer: Any, system_prompt: str, name: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        system_prompt: str,
+        name: str,
+        adapter: str | None = None,
+        parent: str | None = None,
+        root: str | None = None,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
         self.name = name
+        self.adapter, self.parent, self.root = adapter, parent, root
         # No lock here: the caller decides how many generations share the weights at once (medexp.chat runs one;
         # medexp.serve admits limits.max_concurrent and queues the rest).
 
@@ -120,7 +132,8 @@ class Assistant:
 
 
 def load_assistant(cfg: DictConfig) -> Assistant:
-    """Resolve `cfg.source` and load base + adapter on the best available device."""
+    """Resolve `cfg.source` and load base + adapter (merged into the weights) on the best available device; the
+    one-source loader of `medexp.chat` (`medexp.serve` loads through medexp.serving.adapters)."""
     from medexp.config import stage_configs
     from medexp.training.source import load_trained, resolve_source
 
@@ -133,6 +146,8 @@ def load_assistant(cfg: DictConfig) -> Assistant:
     from medexp.training.model import resolve_precision
 
     model, tokenizer = load_trained(trained, resolve_precision(str(cfg.precision)))
+    if trained.config.lora.quantization is None:  # one adapter: folded into the weights, the base's speed
+        model = model.merge_and_unload()  # (a 4-bit base stays unmerged: merging would re-quantize it)
     if torch.cuda.is_available() and trained.config.lora.quantization is None:
         model = model.to("cuda")
     system_prompt = str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()

@@ -38,11 +38,12 @@ def decoding_for(body: ChatRequest, default_max_tokens: int) -> Decoding:
 async def chat(body: ChatRequest, request: Request) -> Any:
     arrived = time.monotonic()
     state = request.app.state
-    assistant, engine, metrics = state.assistant, state.engine, state.metrics
-    if (refused := refusal(body, assistant.name, state.limits, state.vocab)) is not None:
+    assistant, engine, metrics = state.served.pick(body.model), state.engine, state.metrics
+    if (refused := refusal(body, list(state.served.assistants), state.limits, state.vocab)) is not None:
         return error(refused.status, refused.message, code=refused.code, param=refused.param)
     prompt = assistant.prompt_ids([m.model_dump() for m in body.messages])
     decoding = decoding_for(body, state.limits.default_max_tokens)
+    decoding.adapter = assistant.adapter  # the model the request names: its adapter answers
     if (refused := too_long(len(prompt), decoding.max_new_tokens, engine.context)) is not None:
         return error(refused.status, refused.message, code=refused.code, param=refused.param)
     job = Job([prompt], decoding, stop_list(body.stop), body.n or 1)

@@ -55,11 +55,14 @@ def decoding_for(body: CompletionRequest, default_max_tokens: int, room: int) ->
 async def completions(body: CompletionRequest, request: Request) -> Any:
     arrived = time.monotonic()
     state = request.app.state
-    engine, metrics, name = state.engine, state.metrics, state.assistant.name
-    if (refused := completion_refusal(body, name, state.limits, state.vocab)) is not None:
+    engine, metrics, assistant = state.engine, state.metrics, state.served.pick(body.model)
+    names = list(state.served.assistants)
+    if (refused := completion_refusal(body, names, state.limits, state.vocab)) is not None:
         return error(refused.status, refused.message, code=refused.code, param=refused.param)
+    name = assistant.name
     prompts, texts = prompts_of(body, engine.tokenizer)
     decoding = decoding_for(body, state.limits.default_max_tokens, engine.context - max(map(len, prompts)))
+    decoding.adapter = assistant.adapter  # the model the request names: its adapter answers
     for prompt in prompts:
         if (refused := too_long(len(prompt), decoding.max_new_tokens, engine.context)) is not None:
             return error(refused.status, refused.message, code=refused.code, param=refused.param)
@@ -143,7 +146,8 @@ def choice_parts(
                 }
                 if logprobs is not None:
                     if p not in scored:
-                        scored[p] = legacy_logprobs(tokenizer, prompt, engine.score(prompt, logprobs), [], 0)
+                        steps = engine.score(prompt, logprobs, job.decoding.adapter)
+                        scored[p] = legacy_logprobs(tokenizer, prompt, steps, [], 0)
                     first["logprobs"] = scored[p]
                 yield first
         before, at = said[index]

@@ -28,6 +28,9 @@ class Decoding:
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling; -100 bans it
     top_logprobs: int = 0  # how many likeliest alternatives each Step lists
     seed: int | None = None  # the sampler's seed; None = a fresh one per request
+    adapter: str | None = (
+        None  # the peft adapter that answers (peft's `adapter_names`); None = the model as it is
+    )
 
 
 @dataclass
@@ -97,7 +100,9 @@ class Engine:
             if cancel is not None and cancel.is_set():
                 return
             with torch.no_grad():
-                out = self.model(input_ids=ids, use_cache=True, **{self.cache_arg: past})
+                out = self.model(
+                    input_ids=ids, use_cache=True, **{self.cache_arg: past}, **routed(decoding.adapter, 1)
+                )
             self.on_batch(1)
             past = getattr(out, self.cache_arg)
             step = self.pick(out.logits[0, -1].float(), decoding, sampler)
@@ -128,13 +133,14 @@ class Engine:
             token = int(torch.multinomial(probs, 1, generator=sampler))
         return Step(token, float(logprobs[token]), top_of(logprobs, decoding.top_logprobs))
 
-    def score(self, prompt: list[int], top_logprobs: int) -> list[Step | None]:
+    def score(self, prompt: list[int], top_logprobs: int, adapter: str | None = None) -> list[Step | None]:
         """The log-probability of each of the prompt's tokens given those before it (None for the first, which
-        nothing precedes), with the likeliest alternatives at each position."""
+        nothing precedes), with the likeliest alternatives at each position, as `adapter` (see Decoding) reads it."""
         import torch
 
         with torch.no_grad():
-            logits = self.model(input_ids=torch.tensor([prompt], device=self.device)).logits[0, :-1].float()
+            ids = torch.tensor([prompt], device=self.device)
+            logits = self.model(input_ids=ids, **routed(adapter, 1)).logits[0, :-1].float()
         self.on_batch(1)
         logprobs = torch.log_softmax(logits, dim=-1)
         steps: list[Step | None] = [None]
@@ -142,6 +148,13 @@ class Engine:
             row = logprobs[position]
             steps.append(Step(token, float(row[token]), top_of(row, top_logprobs)))
         return steps
+
+
+def routed(adapter: str | None, rows: int) -> dict[str, Any]:
+    """The forward's keyword that picks the adapter of each of `rows` rows: peft's mixed-batch `adapter_names`
+    (one name per row, "__base__" for the base model); nothing when the model answers as it is (one adapter,
+    merged into the weights, or none). A batching scheduler passes one name per row of a mixed batch."""
+    return {} if adapter is None else {"adapter_names": [adapter] * rows}
 
 
 def top_of(logprobs: Any, k: int) -> list[tuple[int, float]]:

@@ -171,3 +171,56 @@ def test_bad_generation_settings_are_one_paragraph(tmp_path):
     message = config_error(["experiment=smoke", "eval.generation.latency_samples=-1"], tmp_path)
     assert message.startswith("eval.generation.latency_samples must be >= 0, got -1") and "\n" not in message
     assert config_error(["experiment=smoke", "eval.generation.latency_samples=0"], tmp_path) == ""
+
+
+def test_generation_folds_the_adapter_into_the_weights_and_restores_them(smoke, monkeypatch):
+    """generate merges a trained (non-zero) adapter for the generation and unmerges it after: the answers equal
+    the unmerged model's, the weights come back (fp32: within rounding; bf16: exactly, from the kept copy), and
+    a model answering as its base (adapters disabled) is left alone."""
+    import copy
+
+    import torch
+
+    from medexp.evaluation import generation
+
+    cfg, tokenizer, model = smoke
+    model.eval()  # as generate sets it: no LoRA dropout in the unmerged answers either
+    lora_b = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    trained = {n: p.detach().clone() for n, p in lora_b.items()}
+    generator = torch.Generator().manual_seed(3)
+    merges = []
+    merge = model.merge_adapter
+    monkeypatch.setattr(model, "merge_adapter", lambda *a, **k: merges.append(1) or merge(*a, **k))
+    try:
+        with torch.no_grad():
+            for p in lora_b.values():
+                p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+        weights = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer.weight" in n}
+        # 12 tokens: this near-random tiny model meets a near-tie of two tokens in some 48-token answers, where
+        # rounding picks either (the logits agree to 1e-5, checked below)
+        gen_cfg = OmegaConf.merge(cfg.eval.generation, {"max_new_tokens": 12})
+        unmerged = one_at_a_time(model, tokenizer, SYSTEM, PROMPTS[:3], gen_cfg)
+        folded = generate(model, tokenizer, SYSTEM, PROMPTS[:3], gen_cfg, batch_size=1)
+        assert merges == [1]
+        assert [(g.text, g.new_tokens) for g in folded] == unmerged
+        ids = torch.tensor([tokenizer(PROMPTS[2])["input_ids"]])
+        with torch.no_grad():
+            plain = model(input_ids=ids).logits
+            with generation.folded(model):
+                assert torch.allclose(model(input_ids=ids).logits, plain, atol=1e-4)
+        after = dict(model.named_parameters())
+        assert all(torch.allclose(after[n], w, atol=1e-6) for n, w in weights.items())
+        assert not any(getattr(m, "merged", False) for m in model.modules())  # unmerged after
+        with model.disable_adapter():
+            assert generation._foldable(model) == []  # the base answers: nothing to fold
+        monkeypatch.undo()  # the copy gets its own merge_adapter, not the spy bound to `model`
+        half = copy.deepcopy(model).to(torch.bfloat16)
+        kept = {n: p.detach().clone() for n, p in half.named_parameters() if "base_layer.weight" in n}
+        with generation.folded(half):
+            moved = dict(half.named_parameters())
+            assert any(not torch.equal(moved[n], w) for n, w in kept.items())  # merged: the weights moved
+        assert all(torch.equal(dict(half.named_parameters())[n], w) for n, w in kept.items())
+    finally:
+        with torch.no_grad():
+            for n, p in lora_b.items():
+                p.copy_(trained[n])

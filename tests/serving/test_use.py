@@ -154,15 +154,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(trained, *limits: str) -> tuple[subprocess.Popen, str]:
+def _start_server(trained, *limits: str, source: str | None = None) -> tuple[subprocess.Popen, str]:
     """`python -m medexp.serve` on 127.0.0.1 with these limits, once /health answers; its output goes to a log file
-    (a pipe nobody reads would fill up and stall the server)."""
+    (a pipe nobody reads would fill up and stall the server). `source` defaults to the trained run's id."""
     cfg, result, tmp = trained
     port = _free_port()
     log = tmp / f"serve-{port}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "medexp.serve", f"source={result.run_id}", f"port={port}", f"tracking.uri={cfg.tracking.uri}",
+            [sys.executable, "-m", "medexp.serve", f"source={source or result.run_id}", f"port={port}", f"tracking.uri={cfg.tracking.uri}",
              f"paths.output_root={tmp / 'o'}", *limits],
             cwd=tmp, stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
