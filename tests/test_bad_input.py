@@ -303,3 +303,36 @@ def test_bf16_forced_without_bf16_hardware_is_refused(command, args, named, work
         named in errors[0] and "trainer.precision=auto" in errors[0] and "trainer.precision=fp32" in errors[0]
     )
     assert snapshot(workdir) == before, "the refused command created or changed files"
+
+
+# --- issue 26: torch.compile asked for where inductor cannot run (no C++ compiler on this faked CPU machine) -------
+NO_COMPILE_CASES = [
+    ("train", [*T, "trainer.compile=true"], "trainer.compile=true"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "named"), NO_COMPILE_CASES, ids=[" ".join(a) for _, a, _ in NO_COMPILE_CASES]
+)
+def test_compile_without_a_compiler_is_refused(command, args, named, workdir, monkeypatch, capsys):
+    """The matrix's checks on a CPU machine whose PATH has no C++ compiler: the paragraph says what is missing and
+    that trainer.compile=false trains."""
+    import torch
+
+    from medexp.training import compile as compile_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(compile_module.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = snapshot(workdir)
+    status = run_command(command, args)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("medexp: error:")]
+    assert status != 0 and "Traceback" not in err and len(errors) == 1, err
+    assert named in errors[0] and "C++ compiler" in errors[0] and "trainer.compile=false" in errors[0], (
+        errors[0]
+    )
+    assert len(errors[0]) < 900, errors[0]
+    assert snapshot(workdir) == before, "the refused command created or changed files"

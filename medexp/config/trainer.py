@@ -55,6 +55,7 @@ class TrainerConfig:
     precision: Precision = MISSING  # mixed precision of the training step
     batching: Batching = MISSING  # auto, padding_free, packing, group_by_length or padded
     gradient_checkpointing: bool = MISSING  # recompute activations in the backward pass to save memory
+    compile: bool = False  # torch.compile (inductor) of the decoder blocks; compiling costs minutes once
     memory_budget_gb: str | None = (
         "auto"  # peak memory to plan training for: auto = what the device has free, a number in GB, null = no plan
     )

@@ -132,5 +132,10 @@ def build_trainer(
     columns = memory.levers.head_columns if memory is not None else None
     if score_answer_tokens_only(trainer.model, columns):
         log.info("LM head projects answer tokens only (medexp.training.answer_head)")
+    # after the adapters and the answer head are in place: the blocks as they train
+    if t.get("compile", False):
+        from medexp.training.compile import compile_blocks
+
+        compile_blocks(trainer.model)
     trainer.memory_plan = memory  # its MLflow params: medexp.training.stage logs them with the stage's run
     return trainer
