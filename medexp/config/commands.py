@@ -186,9 +186,7 @@ class ServeLimits:
 
 @dataclass
 class ServeConfig(SourceCommandConfig):
-    source: Any = (
-        MISSING  # one trained model (run id, run or adapter directory, models:/...) or a list: [A,B]
-    )
+    source: Any = MISSING  # one trained model (run id, run dir, models:/...) or a list of them: [A,B]
     host: str = MISSING  # the address to bind; any but loopback is warned about (there is no authentication)
     port: int = MISSING  # the TCP port to listen on, 1-65535
     precision: Precision = MISSING  # dtype the model runs in: auto, bf16, fp16 or fp32 (bf16_autocast: fp32)
