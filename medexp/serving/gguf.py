@@ -47,7 +47,9 @@ def converter_dir(gguf: DictConfig) -> Path:
     """The llama.cpp folder with convert_hf_to_gguf.py and gguf-py: gguf.converter_dir, $MEDEXP_LLAMA_CPP_DIR, or
     the unpacked source in ~/.cache/medexp."""
     if gguf.converter_dir or os.environ.get(ENV):
-        named, key = (gguf.converter_dir, "gguf.converter_dir") if gguf.converter_dir else (os.environ[ENV], ENV)
+        named, key = (
+            (gguf.converter_dir, "gguf.converter_dir") if gguf.converter_dir else (os.environ[ENV], ENV)
+        )
     elif CACHED.is_dir():
         named, key = str(CACHED), "the cached converter"
     else:
@@ -57,7 +59,9 @@ def converter_dir(gguf: DictConfig) -> Path:
         )
     folder = Path(str(named)).expanduser()
     if not (folder / "convert_hf_to_gguf.py").is_file() or not (folder / "gguf-py").is_dir():
-        raise UserError(f"{key}={named} holds no convert_hf_to_gguf.py with gguf-py beside it. {GET_CONVERTER}")
+        raise UserError(
+            f"{key}={named} holds no convert_hf_to_gguf.py with gguf-py beside it. {GET_CONVERTER}"
+        )
     return folder
 
 
