@@ -192,9 +192,8 @@ def test_base_gguf_with_gguf_lora_equals_the_merged_gguf(exported, llama_cpp, tm
         merged_llm.reset(), lora_llm.reset(), plain_llm.reset()
         merged_llm.eval(ids), lora_llm.eval(ids), plain_llm.eval(ids)
         a, b, c = (m.scores[: len(ids)] for m in (merged_llm, lora_llm, plain_llm))
-        assert (
-            np.abs(a - b).max() < 0.05 * np.abs(a).max()
-        )  # f16 weights, merged before vs applied after rounding
+        # measured: at most 0.018 on logits up to 13.4 (f16 weights: merged before rounding vs applied after)
+        assert np.abs(a - b).max() < 0.01 * np.abs(a).max()
         assert np.abs(a - c).max() > 10 * np.abs(a - b).max()  # and the adapter does change the base
         eos = tokenizer.eos_token_id
         assert _llama_greedy(lora_llm, ids, eos) == _llama_greedy(merged_llm, ids, eos)
