@@ -2,11 +2,13 @@
 in the MLflow Model Registry and push it to the Hugging Face Hub.
 
     python -m medexp.export source=<run id | run dir | models:/name/version> output_dir=exports/medquad-lora \\
-        [merge=true] [register=true registered_name=medquad-lora] [push_to_hub=true hub_repo=user/medquad-lora]
+        [merge=true] [format=gguf gguf.quant=q8_0 | format=gguf_lora] [register=true registered_name=medquad-lora]
+        [push_to_hub=true hub_repo=user/medquad-lora]
 
 The flow: resolve the source -> copy the adapter -> (merge: base + adapter -> one safetensors checkpoint with
-tokenizer and generation config) -> model card README.md from the run's config and metrics -> (register: a
-model version of the run's adapter) -> (push: upload the folder).
+tokenizer and generation config) -> (format=gguf|gguf_lora: GGUF + Ollama Modelfile, medexp.serving.gguf) ->
+model card README.md from the run's config and metrics, with vLLM's serve command or what vLLM refuses
+(medexp.serving.vllm_check) -> (register: a model version of the run's adapter) -> (push: upload the folder).
 """
 
 from __future__ import annotations
