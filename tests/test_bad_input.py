@@ -294,7 +294,7 @@ def test_gguf_quant_without_a_quantizer_is_refused(workdir, monkeypatch, capsys)
 
     # the converter is found, so what is missing is the quantizer
     monkeypatch.setattr(gguf, "converter_dir", lambda node: workdir)
-    monkeypatch.setattr(gguf, "quantizer", lambda quant: None)
+    monkeypatch.setattr(gguf, "quantizer", lambda: None)
     monkeypatch.chdir(workdir)
     before = snapshot(workdir)
     status = run_command(

@@ -65,7 +65,7 @@ def converter_dir(gguf: DictConfig) -> Path:
     return folder
 
 
-def quantizer(quant: str) -> tuple[str, Any] | None:
+def quantizer() -> tuple[str, Any] | None:
     """How a type beyond the converter's is made: ("binding", llama_cpp) or ("binary", path); None if neither."""
     try:
         import llama_cpp
@@ -81,7 +81,7 @@ def preflight(cfg: DictConfig) -> None:
         return
     converter_dir(cfg.gguf)
     quant = str(cfg.gguf.quant)
-    if cfg.format == "gguf" and quant not in GGUF_CONVERTER_QUANTS and quantizer(quant) is None:
+    if cfg.format == "gguf" and quant not in GGUF_CONVERTER_QUANTS and quantizer() is None:
         raise UserError(
             f"gguf.quant={quant} is made by llama.cpp's quantizer, and neither llama-cpp-python (`pip install "
             f"'medexp[gguf]'`) nor a `llama-quantize` binary on PATH (build llama.cpp: `cmake -B build && cmake "
@@ -123,7 +123,7 @@ def _run_converter(folder: Path, script: str, pre_tokenizer: str, args: list[str
         raise UserError(
             f"llama.cpp's converter does not recognise the tokenizer of {what} (its BPE pre-tokenizer is not in "
             "the converter's list) and it is not plain GPT-2 byte-level BPE. Name llama.cpp's pre-tokenizer for "
-            "it, e.g. gguf.pre_tokenizer=llama-bpe (see LLAMA_VOCAB_PRE_TYPE in llama.cpp's src/llama-vocab.cpp), "
+            "it, e.g. gguf.pre_tokenizer=llama-bpe (the tokenizer_pre names in llama.cpp's src/llama-vocab.cpp), "
             "or point gguf.converter_dir at a newer llama.cpp."
         )
     if proc.returncode != 0:
@@ -147,7 +147,7 @@ def convert_model(gguf: DictConfig, model_dir: Path, outfile: Path, outtype: str
 def quantize(source: Path, target: Path, quant: str) -> Path:
     """llama.cpp's llama_model_quantize: a 16-bit GGUF -> `quant` (tensors whose rows do not fit a k-quant's
     256-wide blocks get llama.cpp's fallback type, as llama-quantize does)."""
-    how, tool = quantizer(quant)  # preflight has refused the case of neither
+    how, tool = quantizer()  # preflight has refused the case of neither
     if how == "binding":
         params = tool.llama_model_quantize_default_params()
         params.ftype = getattr(tool, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
