@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from medexp.config import UserError
 from medexp.serving.gotemplate import render as render_go
 
 log = logging.getLogger("medexp.export")
@@ -89,8 +90,11 @@ def template_mismatch(tokenizer: Any, template: str) -> str | None:
 
 
 def _quoted(text: str) -> str:
-    if '"""' in text:
-        raise ValueError('a Modelfile value cannot hold """')
+    if '"""' in text:  # Ollama's Modelfile has no escape for it
+        raise UserError(
+            'The Modelfile cannot hold this text: it contains """, which ends a Modelfile value. Take it out of '
+            f"the system prompt (or chat template), or export with gguf.modelfile=false: {text[:80]!r}..."
+        )
     return f'"""{text}"""'
 
 
