@@ -2,7 +2,8 @@
 in the MLflow Model Registry and push it to the Hugging Face Hub.
 
     python -m medexp.export source=<run id | run dir | models:/name/version> output_dir=exports/medquad-lora \\
-        [merge=true] [register=true registered_name=medquad-lora] [push_to_hub=true hub_repo=user/medquad-lora]
+        [merge=true] [format=gguf gguf.quant=q8_0 | format=gguf_lora] [register=true registered_name=medquad-lora]
+        [push_to_hub=true hub_repo=user/medquad-lora]
 
 The work is `medexp.serving.publish.export`.
 """

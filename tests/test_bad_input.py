@@ -212,6 +212,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("serve", ["source=[base_a,base_a2]", "merge=true"], "merge=true"),
     ("serve", ["source=[base_a,base_a2]", "model_name=mine"], "model_name='mine'"),
     ("serve", ["source=[]"], "names no trained model"),
+    # --- export to GGUF (issue 27): an unknown type, an unknown format, a converter folder without the converter --
+    ("export", ["source=not_a_run", "output_dir=exported", "format=gguf", "gguf.quant=q5"], "gguf.quant='q5'"),
+    ("export", ["source=not_a_run", "output_dir=exported", "format=gguf", "gguf.lora_quant=q4_k_m"], "gguf.lora_quant='q4_k_m'"),
+    ("export", ["source=not_a_run", "output_dir=exported", "format=ggml"], "ggml"),
+    ("export", ["source=not_a_run", "output_dir=exported", "format=gguf", "gguf.converter_dir=a_folder.jsonl"], "gguf.converter_dir=a_folder.jsonl"),
 ]  # fmt: skip
 
 
@@ -335,4 +340,23 @@ def test_compile_without_a_compiler_is_refused(command, args, named, workdir, mo
         errors[0]
     )
     assert len(errors[0]) < 900, errors[0]
+    assert snapshot(workdir) == before, "the refused command created or changed files"
+
+
+# --- issue 27: a GGUF type only llama.cpp's quantizer writes, with neither llama-cpp-python nor llama-quantize here --
+def test_gguf_quant_without_a_quantizer_is_refused(workdir, monkeypatch, capsys):
+    from medexp.serving import gguf
+
+    # the converter is found, so what is missing is the quantizer
+    monkeypatch.setattr(gguf, "converter_dir", lambda node: workdir)
+    monkeypatch.setattr(gguf, "quantizer", lambda: None)
+    monkeypatch.chdir(workdir)
+    before = snapshot(workdir)
+    status = run_command(
+        "export", ["source=not_a_run", "output_dir=exported", "format=gguf", "gguf.quant=q4_k_m"]
+    )
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("medexp: error:")]
+    assert status != 0 and "Traceback" not in err and len(errors) == 1, err
+    assert "gguf.quant=q4_k_m" in errors[0] and "llama-quantize" in errors[0] and "q8_0" in errors[0]
     assert snapshot(workdir) == before, "the refused command created or changed files"

@@ -97,3 +97,9 @@ class GrpoLoss(Choice):
 class RolloutEngine(Choice):
     transformers = "transformers"  # model.generate on the training model: CPU or GPU, nothing extra
     vllm = "vllm"  # TRL's colocated vLLM engine on the training GPU: needs CUDA and the vllm package
+
+
+class ExportFormat(Choice):
+    hf = "hf"  # the peft adapter (and merged/ with merge=true): transformers, peft, vLLM
+    gguf = "gguf"  # the merged model as one GGUF file (llama.cpp, Ollama), plus a Modelfile
+    gguf_lora = "gguf_lora"  # the adapter alone as a GGUF LoRA (llama.cpp --lora, Ollama ADAPTER)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING, DictConfig
 
-from medexp.config.choices import Precision
+from medexp.config.choices import ExportFormat, Precision
 from medexp.config.errors import UserError
 from medexp.config.rules import Rule, Rules, dotted, require
 from medexp.config.schema import GROUPS, EvalConfig, PathsConfig, TrackingConfig, TrainConfig
@@ -70,9 +70,54 @@ class BenchmarkConfig(SourceCommandConfig):
     )
 
 
+# Written by llama.cpp's convert_hf_to_gguf.py itself; the rest by llama.cpp's quantizer (medexp/serving/gguf.py).
+# tq1_0 / tq2_0 are left out: they are for ternary (BitNet-style) weights and ruin an ordinary model.
+GGUF_CONVERTER_QUANTS = ("f32", "f16", "bf16", "q8_0")
+GGUF_QUANTIZER_QUANTS = (
+    "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l",
+    "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "iq4_xs",
+)  # fmt: skip
+
+
+def _gguf_quant(node: Any, key: str) -> str | None:
+    if node.quant in GGUF_CONVERTER_QUANTS + GGUF_QUANTIZER_QUANTS:
+        return None
+    return (
+        f"{dotted(key, 'quant')}={node.quant!r} is not a GGUF type medexp writes. llama.cpp's converter writes "
+        f"{', '.join(GGUF_CONVERTER_QUANTS)}; its quantizer (llama-cpp-python or llama-quantize) writes "
+        f"{', '.join(GGUF_QUANTIZER_QUANTS)}. For example: {dotted(key, 'quant')}=q8_0."
+    )
+
+
+@dataclass
+class GgufConfig:
+    quant: str = (
+        MISSING  # the GGUF type: f32, f16, bf16, q8_0 (converter) or q4_k_m, q5_k_m, q6_k, ... (quantizer)
+    )
+    lora_quant: str = MISSING  # format=gguf_lora: the adapter's type, f32, f16, bf16 or q8_0
+    converter_dir: str | None = (
+        None  # llama.cpp's folder with convert_hf_to_gguf.py; null: $MEDEXP_LLAMA_CPP_DIR
+    )
+    pre_tokenizer: str | None = (
+        None  # llama.cpp pre-tokenizer name for a tokenizer its converter does not know
+    )
+    modelfile: bool = MISSING  # write an Ollama Modelfile beside the GGUF
+
+    RULES: ClassVar[Rules] = (
+        _gguf_quant,
+        require(
+            "lora_quant",
+            lambda v: v in GGUF_CONVERTER_QUANTS,
+            f"{{key}}={{value!r}}: a GGUF LoRA is written as one of {', '.join(GGUF_CONVERTER_QUANTS)}.",
+        ),
+    )
+
+
 @dataclass
 class ExportConfig(SourceCommandConfig):
-    output_dir: str = MISSING  # where adapter/, merged/, config.yaml and the model card go
+    output_dir: str = MISSING  # where adapter/, merged/, gguf/, config.yaml and the model card go
+    format: ExportFormat = MISSING  # hf (adapter, merged/ with merge=true), gguf (merged model) or gguf_lora
+    gguf: GgufConfig = field(default_factory=GgufConfig)
     merge: bool = MISSING  # also write one merged checkpoint
     register: bool = MISSING  # add the adapter to the MLflow Model Registry
     registered_name: str | None = None  # the registered model's name

@@ -2,15 +2,18 @@
 in the MLflow Model Registry and push it to the Hugging Face Hub.
 
     python -m medexp.export source=<run id | run dir | models:/name/version> output_dir=exports/medquad-lora \\
-        [merge=true] [register=true registered_name=medquad-lora] [push_to_hub=true hub_repo=user/medquad-lora]
+        [merge=true] [format=gguf gguf.quant=q8_0 | format=gguf_lora] [register=true registered_name=medquad-lora]
+        [push_to_hub=true hub_repo=user/medquad-lora]
 
 The flow: resolve the source -> copy the adapter -> (merge: base + adapter -> one safetensors checkpoint with
-tokenizer and generation config) -> model card README.md from the run's config and metrics -> (register: a
-model version of the run's adapter) -> (push: upload the folder).
+tokenizer and generation config) -> (format=gguf|gguf_lora: GGUF + Ollama Modelfile, medexp.serving.gguf) ->
+model card README.md from the run's config and metrics, with vLLM's serve command or what vLLM refuses
+(medexp.serving.vllm_check) -> (register: a model version of the run's adapter) -> (push: upload the folder).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -32,9 +35,9 @@ def run_metrics(trained: Any) -> dict[str, float]:
     return dict(client_for(trained.tracking_uri).get_run(trained.run_id).data.metrics)
 
 
-def merge(trained: Any, out: Path) -> Path:
-    """base + adapter folded into one full-precision checkpoint (safetensors), with tokenizer and generation
-    config. A QLoRA run's base is reloaded unquantized: LoRA deltas cannot be folded into 4-bit weights."""
+def merge(trained: Any, out: Path, name: str = "merged") -> Path:
+    """base + adapter folded into one full-precision checkpoint (safetensors) in out/name, with tokenizer and
+    generation config. A QLoRA run's base is reloaded unquantized: LoRA deltas cannot be folded into 4-bit weights."""
     from omegaconf import open_dict
 
     from medexp.training.model import resolve_precision
@@ -47,7 +50,7 @@ def merge(trained: Any, out: Path) -> Path:
     precision = "fp32" if resolve_precision("auto") in ("fp32", "bf16_autocast") else "bf16"
     model, tokenizer = load_trained(trained, precision)
     merged = model.merge_and_unload()
-    target = out / "merged"
+    target = out / name
     merged.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     if merged.generation_config is not None:
@@ -204,19 +207,61 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
     return str(getattr(info, "commit_url", info))
 
 
+def export_gguf(cfg: DictConfig, trained: Any, out: Path) -> Path:
+    """format=gguf: the merged model as GGUF (merged/ reused, or a temporary merge); format=gguf_lora: the adapter
+    as a GGUF LoRA. A Modelfile beside it (gguf.modelfile) prompts the model in Ollama as it was trained."""
+    from medexp.serving import gguf, modelfile
+
+    folder, system = out / "gguf", _system(trained)
+    if cfg.format == "gguf_lora":
+        written = gguf.export_gguf_lora(cfg, trained, folder)
+        base = gguf.base_model_args(trained)[-1]
+        if cfg.gguf.modelfile:
+            modelfile.write(
+                folder, trained.adapter_dir, Path(base), base, system, adapter=f"./{written.name}"
+            )
+        return written
+    merged = out / "merged" if cfg.merge else merge(trained, out, ".merged")
+    try:
+        written = gguf.export_gguf(cfg, merged, folder)
+        if cfg.gguf.modelfile:
+            modelfile.write(folder, merged, merged, f"./{written.name}", system)
+    finally:
+        if not cfg.merge:
+            shutil.rmtree(merged, ignore_errors=True)
+    return written
+
+
+def _system(trained: Any) -> str:
+    """The system prompt the run trained with (its last stage's), as chat and serve apply it."""
+    from medexp.config import stage_configs
+
+    return str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
+
+
 def export(cfg: DictConfig) -> Path:
     """The export command's work, on a config its `validate` has checked (output_dir, registered_name, hub_repo)."""
+    from medexp.serving import gguf, vllm_check
     from medexp.training.source import resolve_source
 
     out = Path(str(cfg.output_dir)).expanduser()
+    gguf.preflight(cfg)  # a GGUF export without llama.cpp's converter fails before anything is written
     trained = resolve_source(cfg, out / ".source")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(trained.adapter_dir, out / "adapter", dirs_exist_ok=True)
     OmegaConf.save(trained.config, out / "config.yaml")
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    if (advice := vllm_check.advice(adapter_config)) is not None:
+        log.warning(advice)
     if cfg.merge:
         log.info("merged checkpoint in %s", merge(trained, out))
+    if cfg.get("format", "hf") != "hf":
+        log.info("GGUF and Modelfile in %s", export_gguf(cfg, trained, out))
     metrics = run_metrics(trained)
-    (out / "README.md").write_text(model_card(trained.config, metrics, bool(cfg.merge), trained.run_id))
+    card = model_card(trained.config, metrics, bool(cfg.merge), trained.run_id)
+    name = f"medexp-{trained.run_id or Path(str(cfg.output_dir)).name}"
+    base = str(trained.config.model.name_or_path)
+    (out / "README.md").write_text(card + "\n".join(vllm_check.card_lines(base, name, adapter_config)))
     shutil.rmtree(out / ".source", ignore_errors=True)
     if cfg.register:
         version = register(trained, str(cfg.registered_name), metrics)
