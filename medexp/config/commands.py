@@ -91,16 +91,10 @@ def _gguf_quant(node: Any, key: str) -> str | None:
 
 @dataclass
 class GgufConfig:
-    quant: str = (
-        MISSING  # the GGUF type: f32, f16, bf16, q8_0 (converter) or q4_k_m, q5_k_m, q6_k, ... (quantizer)
-    )
+    quant: str = MISSING  # GGUF type: f32, f16, bf16, q8_0 (converter); q4_k_m, q6_k, ... (quantizer)
     lora_quant: str = MISSING  # format=gguf_lora: the adapter's type, f32, f16, bf16 or q8_0
-    converter_dir: str | None = (
-        None  # llama.cpp's folder with convert_hf_to_gguf.py; null: $MEDEXP_LLAMA_CPP_DIR
-    )
-    pre_tokenizer: str | None = (
-        None  # llama.cpp pre-tokenizer name for a tokenizer its converter does not know
-    )
+    converter_dir: str | None = None  # dir of convert_hf_to_gguf.py; null: $MEDEXP_LLAMA_CPP_DIR
+    pre_tokenizer: str | None = None  # llama.cpp pre-tokenizer name for a tokenizer its converter lacks
     modelfile: bool = MISSING  # write an Ollama Modelfile beside the GGUF
 
     RULES: ClassVar[Rules] = (
