@@ -191,6 +191,8 @@ CASES: list[tuple[str, list[str], str]] = [
     # --- trainer.memory_budget_gb: not a size; below what one sequence of the run needs ------------------------
     ("train", [*T, "trainer.memory_budget_gb=lots"], "trainer.memory_budget_gb"),
     ("train", [*T, "trainer.memory_budget_gb=0.2"], "trainer.memory_budget_gb=0.2"),
+    # --- serve: the sequences one forward pass decodes (issue 27, batching) -----------------------------------
+    ("serve", ["source=not_a_run", "limits.max_batch=0"], "max_batch"),
 ]  # fmt: skip
 
 

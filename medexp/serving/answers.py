@@ -68,7 +68,7 @@ def _together(
     cancel: threading.Event | None,
 ) -> Iterator[tuple[int, Piece]]:
     """Every choice read by a thread of its own (each waits on its sequence's tokens), pieces handed over as they
-    come; closing this iterator, or `cancel`, stops them all."""
+    come; closing this iterator, or `cancel`, stops them all (and returns at once: the slot is free again)."""
     arrived: queue.SimpleQueue = queue.SimpleQueue()
     halt = threading.Event()
 
@@ -104,9 +104,7 @@ def _together(
             timing.first_token_at = timing.first_token_at or first
             yield index, piece
     finally:
-        halt.set()
-        for thread in threads:
-            thread.join()
+        halt.set()  # each thread's row leaves the batch at its next step; nobody waits for that here
 
 
 def answer_all(
