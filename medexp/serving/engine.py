@@ -107,6 +107,8 @@ class Engine:
         Decoded in the batch of every sequence being generated meanwhile."""
         from medexp.serving.batcher import END, Row
 
+        if not prompt:  # refused before it could fail the forward pass it would share with other requests
+            raise ValueError("an empty prompt: nothing to continue")
         if decoding.max_new_tokens <= 0:
             return
         row = Row(prompt, decoding, sampler, cancel)
