@@ -9,7 +9,8 @@ own name (medexp.serving.adapters), and the request's `model` picks one.
 POST /v1/chat/completions (streaming as server-sent events ending `data: [DONE]`, or not), GET /v1/models,
 GET /health. The training system prompt is applied server-side; body size, max_tokens and message size are
 capped (limits.*); bad requests get a 4xx with an OpenAI-style {"error": {...}} body; limits.max_concurrent
-requests generate at once, limits.max_queue more wait, and the rest get a 503 with Retry-After.
+requests generate at once, their sequences decoded together (continuous batching, at most limits.max_batch in one
+forward pass), limits.max_queue more wait, and the rest get a 503 with Retry-After.
 """
 
 import sys

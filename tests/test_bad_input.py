@@ -217,6 +217,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("export", ["source=not_a_run", "output_dir=exported", "format=gguf", "gguf.lora_quant=q4_k_m"], "gguf.lora_quant='q4_k_m'"),
     ("export", ["source=not_a_run", "output_dir=exported", "format=ggml"], "ggml"),
     ("export", ["source=not_a_run", "output_dir=exported", "format=gguf", "gguf.converter_dir=a_folder.jsonl"], "gguf.converter_dir=a_folder.jsonl"),
+    # --- serve: the sequences one forward pass decodes (issue 27, batching) -----------------------------------
+    ("serve", ["source=not_a_run", "limits.max_batch=0"], "max_batch"),
 ]  # fmt: skip
 
 

@@ -191,7 +191,8 @@ class ServeLimits:
     default_max_tokens: int = MISSING  # when a request gives no max_tokens; at most max_tokens
     max_message_chars: int = MISSING  # total characters over all messages of a request
     max_body_bytes: int = MISSING  # the largest request body read, in bytes; more is a 413 before any parsing
-    max_concurrent: int = MISSING  # requests generating at once
+    max_concurrent: int = MISSING  # requests generating at once, their sequences decoded together in batches
+    max_batch: int = MISSING  # the most sequences decoded in one forward pass; more wait for a finished one
     max_queue: int = MISSING  # requests allowed to wait for a generation slot (0 or more); more get a 503
     queue_timeout_s: float = MISSING  # the longest a request waits for a slot before a 503 with Retry-After
     max_n: int = MISSING  # the most choices one request may take: n times a completions request's prompts
@@ -201,7 +202,8 @@ class ServeLimits:
         _count("default_max_tokens", 1, "the tokens a request without max_tokens gets, e.g. 256"),
         _count("max_message_chars", 1, "the most characters over all messages of a request, e.g. 16000"),
         _count("max_body_bytes", 1, "the largest request body read, in bytes, e.g. 262144"),
-        _count("max_concurrent", 1, "how many requests generate at once, e.g. 1"),
+        _count("max_concurrent", 1, "how many requests generate at once, e.g. 16"),
+        _count("max_batch", 1, "the most sequences decoded together in one forward pass, e.g. 16"),
         _count("max_queue", 0, "how many requests may wait for a generation slot (0: none wait), e.g. 16"),
         _count(
             "max_n",

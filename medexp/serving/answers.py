@@ -1,9 +1,10 @@
-"""The answers of one request, shared by the chat and completions handlers: each prompt answered n times (one
-after the other; a batching scheduler would take them together), whole or as pieces for streaming, and the
-log-probability listings in OpenAI's two formats. No HTTP here."""
+"""The answers of one request, shared by the chat and completions handlers: each prompt answered n times (the
+choices decoded in the same batch), whole or as pieces for streaming, and the log-probability listings in
+OpenAI's two formats. No HTTP here."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,15 +40,71 @@ class Answer:
 def stream_answers(
     engine: Engine, job: Job, timing: Timing, cancel: threading.Event | None = None
 ) -> Iterator[tuple[int, Piece]]:
-    """(choice index, piece) of every choice in turn; one sampler for the whole request, so that a seed fixes
-    every choice and the n choices of a prompt still differ when sampled."""
-    sampler = engine.sampler(job.decoding.seed)
-    for index, prompt in job.runs():
-        if job.decoding.max_new_tokens == 0:  # echo with max_tokens=0: the prompt scored, nothing generated
-            yield index, Piece("", [], "length")
-            continue
-        for piece in pieces(engine, prompt, job.decoding, job.stops, sampler, cancel, timing):
+    """(choice index, piece) of every choice; several choices are decoded in the same batch, their pieces
+    interleaved as they come. Each choice samples with its own generator, seeded from the request's seed and its
+    index, so that a seed fixes every choice whatever else shares the batch, and the n choices still differ."""
+    runs = list(job.runs())
+    if job.decoding.max_new_tokens == 0:  # echo with max_tokens=0: the prompts scored, nothing generated
+        yield from ((index, Piece("", [], "length")) for index, _ in runs)
+        return
+    if len(runs) == 1:
+        sampler = engine.sampler(job.decoding.seed)
+        for piece in pieces(engine, runs[0][1], job.decoding, job.stops, sampler, cancel, timing):
+            yield 0, piece
+        return
+    yield from _together(engine, job, runs, timing, cancel)
+
+
+def choice_seed(seed: int | None, index: int) -> int | None:
+    """The seed of a request's choice `index`: apart from every other choice's and from other seeds' choices."""
+    return None if seed is None else (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9) % 2**63
+
+
+def _together(
+    engine: Engine,
+    job: Job,
+    runs: list[tuple[int, list[int]]],
+    timing: Timing,
+    cancel: threading.Event | None,
+) -> Iterator[tuple[int, Piece]]:
+    """Every choice read by a thread of its own (each waits on its sequence's tokens), pieces handed over as they
+    come; closing this iterator, or `cancel`, stops them all (and returns at once: the slot is free again)."""
+    arrived: queue.SimpleQueue = queue.SimpleQueue()
+    halt = threading.Event()
+
+    def read(index: int, prompt: list[int]) -> None:
+        own = Timing()
+        try:
+            sampler = engine.sampler(choice_seed(job.decoding.seed, index))
+            for piece in pieces(engine, prompt, job.decoding, job.stops, sampler, halt, own):
+                arrived.put((index, piece, own.first_token_at))
+        except Exception as exc:  # noqa: BLE001  (re-raised to the reader)
+            arrived.put((index, exc, None))
+        finally:
+            arrived.put((index, None, None))
+
+    threads = [threading.Thread(target=read, args=run, daemon=True) for run in runs]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            try:
+                index, piece, first = arrived.get(timeout=0.1)
+            except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    return
+                continue
+            if piece is None:
+                running -= 1
+                continue
+            if isinstance(piece, Exception):
+                raise piece
+            timing.tokens += len(piece.steps)
+            timing.first_token_at = timing.first_token_at or first
             yield index, piece
+    finally:
+        halt.set()  # each thread's row leaves the batch at its next step; nobody waits for that here
 
 
 def answer_all(

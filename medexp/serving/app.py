@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP app that `python -m medexp.serve` runs: POST /v1/chat/completions
 (`medexp.serving.chat`), POST /v1/completions (`medexp.serving.completions`), GET /v1/models, GET /health and
 GET /metrics (Prometheus). The body size, max_tokens, choices and message size are capped; at most
-limits.max_concurrent requests generate at once and limits.max_queue wait, the rest get a 503 with Retry-After at
+limits.max_concurrent requests generate at once, their sequences decoded together in batches of up to
+limits.max_batch (`medexp.serving.batcher`), and limits.max_queue wait, the rest get a 503 with Retry-After at
 once; a client that leaves stops its generation. Every refusal is an OpenAI-style {"error": {"message", "type",
 "param", "code"}}.
 
@@ -40,7 +41,9 @@ def create_app(served: Any, limits: DictConfig) -> FastAPI:
     app.add_middleware(BodyCap, cap=limits.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost, so 413s are counted too
     app.state.served, app.state.assistant = served, assistant
-    app.state.engine = Engine(assistant.model, assistant.tokenizer, on_batch=metrics.batch_size.observe)
+    app.state.engine = Engine(
+        assistant.model, assistant.tokenizer, on_batch=metrics.batch_size.observe, max_batch=limits.max_batch
+    )
     app.state.limits = limits
     app.state.vocab = len(assistant.tokenizer)
     app.state.gate = gate

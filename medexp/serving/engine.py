@@ -1,10 +1,10 @@
-"""Token-level decoding for `medexp.serve`: one sequence at a time, token by token over the model's KV cache,
-each token with its log-probability and, when asked, the likeliest alternatives. Everything above tokens (text,
-stop sequences, OpenAI shapes) is `medexp.serving.text` and the handlers.
+"""Token-level decoding for `medexp.serve`: token by token over the model's KV cache, the sequences of concurrent
+requests in one batch (`medexp.serving.batcher`), each token with its log-probability and, when asked, the
+likeliest alternatives. Everything above tokens (text, stop sequences, OpenAI shapes) is `medexp.serving.text` and
+the handlers.
 
 The HTTP handlers see only `Engine.generate` (an iterator of `Step`s for one prompt) and `Engine.score` (the
-log-probabilities of a prompt's own tokens), and report each forward pass's batch size through `on_batch`, so a
-batching scheduler can later sit under the same two calls and decode many requests' sequences together.
+log-probabilities of a prompt's own tokens), and each forward pass's batch size reaches `on_batch`.
 
 Log-probabilities are the model's own (log-softmax of its logits), before temperature, top_p and logit_bias,
 as vLLM reports them by default: a prompt scores the same whatever sampling settings come with it."""
@@ -28,9 +28,7 @@ class Decoding:
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling; -100 bans it
     top_logprobs: int = 0  # how many likeliest alternatives each Step lists
     seed: int | None = None  # the sampler's seed; None = a fresh one per request
-    adapter: str | None = (
-        None  # the peft adapter that answers (peft's `adapter_names`); None = the model as it is
-    )
+    adapter: str | None = None  # the peft adapter to decode with (adapter_names); None = the model as loaded
 
 
 @dataclass
@@ -65,15 +63,29 @@ def cache_argument(model: Any) -> str:
 
 
 class Engine:
-    """Decodes with `model` (a causal LM, peft-wrapped or not); `on_batch(n)` hears of every forward pass over n
-    sequences (the Prometheus batch-size histogram)."""
+    """Decodes with `model` (a causal LM, peft-wrapped or not) through a `Batcher`: the sequences of concurrent
+    requests are decoded together, at most `max_batch` in one forward pass. `on_batch(n)` hears of every forward
+    pass over n sequences (the Prometheus batch-size histogram)."""
 
-    def __init__(self, model: Any, tokenizer: Any, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, on_batch: Callable[[int], None] | None = None, max_batch: int = 16
+    ) -> None:
+        import inspect
+
+        from medexp.serving.batcher import Batcher
+
         self.model, self.tokenizer = model, tokenizer
         self.on_batch = on_batch or (lambda n: None)
         self.stop_ids = stop_token_ids(model, tokenizer)
         self.context = context_length(model, tokenizer)
         self.cache_arg = cache_argument(model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # logits of the last position only, where the model can: a prompt's other positions are never sampled
+        self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        # what a row without an adapter of its own decodes with in a batch that names adapters: the model as loaded
+        active = getattr(model, "active_adapters", None) if hasattr(model, "get_base_model") else None
+        self.loaded_adapter = active[0] if isinstance(active, list) and len(active) == 1 else "__base__"
+        self.batcher = Batcher(self, max_batch)
 
     @property
     def device(self) -> Any:
@@ -91,25 +103,23 @@ class Engine:
         self, prompt: list[int], decoding: Decoding, sampler: Any, cancel: threading.Event | None = None
     ) -> Iterator[Step]:
         """The answer to `prompt`, one Step per token, ending after an end-of-sequence token, after
-        `decoding.max_new_tokens` tokens, or at the next token once `cancel` is set."""
-        import torch
+        `decoding.max_new_tokens` tokens, or at the next token once `cancel` is set or this iterator is closed.
+        Decoded in the batch of every sequence being generated meanwhile."""
+        from medexp.serving.batcher import END, Row
 
-        ids = torch.tensor([prompt], device=self.device)
-        past = None
-        for _ in range(decoding.max_new_tokens):
-            if cancel is not None and cancel.is_set():
-                return
-            with torch.no_grad():
-                out = self.model(
-                    input_ids=ids, use_cache=True, **{self.cache_arg: past}, **routed(decoding.adapter, 1)
-                )
-            self.on_batch(1)
-            past = getattr(out, self.cache_arg)
-            step = self.pick(out.logits[0, -1].float(), decoding, sampler)
-            yield step
-            if step.token in self.stop_ids:
-                return
-            ids = torch.tensor([[step.token]], device=self.device)
+        if not prompt:  # refused before it could fail the forward pass it would share with other requests
+            raise ValueError("an empty prompt: nothing to continue")
+        if decoding.max_new_tokens <= 0:
+            return
+        row = Row(prompt, decoding, sampler, cancel)
+        self.batcher.submit(row)
+        try:
+            while (item := row.out.get()) is not END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            row.left = True  # the row leaves the batch at the next step, if it has not already
 
     def pick(self, logits: Any, decoding: Decoding, sampler: Any) -> Step:
         """The next token from one position's logits: greedy at temperature 0, else sampled from the top_p nucleus
@@ -135,26 +145,23 @@ class Engine:
 
     def score(self, prompt: list[int], top_logprobs: int, adapter: str | None = None) -> list[Step | None]:
         """The log-probability of each of the prompt's tokens given those before it (None for the first, which
-        nothing precedes), with the likeliest alternatives at each position, as `adapter` (see Decoding) reads it."""
+        nothing precedes), with the likeliest alternatives at each position; computed between two decoding steps."""
         import torch
 
-        with torch.no_grad():
-            ids = torch.tensor([prompt], device=self.device)
-            logits = self.model(input_ids=ids, **routed(adapter, 1)).logits[0, :-1].float()
-        self.on_batch(1)
-        logprobs = torch.log_softmax(logits, dim=-1)
+        extra = {"adapter_names": [adapter]} if adapter else {}
+
+        def forward() -> Any:
+            with torch.no_grad():
+                out = self.model(input_ids=torch.tensor([prompt], device=self.device), **extra)
+            self.on_batch(1)
+            return out.logits[0, :-1].float()
+
+        logprobs = torch.log_softmax(self.batcher.call(forward), dim=-1)
         steps: list[Step | None] = [None]
         for position, token in enumerate(prompt[1:]):
             row = logprobs[position]
             steps.append(Step(token, float(row[token]), top_of(row, top_logprobs)))
         return steps
-
-
-def routed(adapter: str | None, rows: int) -> dict[str, Any]:
-    """The forward's keyword that picks the adapter of each of `rows` rows: peft's mixed-batch `adapter_names`
-    (one name per row, "__base__" for the base model); nothing when the model answers as it is (one adapter,
-    merged into the weights, or none). A batching scheduler passes one name per row of a mixed batch."""
-    return {} if adapter is None else {"adapter_names": [adapter] * rows}
 
 
 def top_of(logprobs: Any, k: int) -> list[tuple[int, float]]:

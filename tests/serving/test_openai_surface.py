@@ -246,7 +246,7 @@ def test_metrics_count_requests_tokens_batches_and_latency(server):
     assert grew("medexp_prompt_tokens_total") == sum(u["prompt_tokens"] for u in usages)
     generated = sum(u["completion_tokens"] for u in usages)
     assert grew("medexp_generation_tokens_total") == generated
-    # one sequence per forward pass (no batching yet): one pass per generated token
+    # requests one after another, each decoded alone: one forward pass (of one sequence) per generated token
     assert grew("medexp_batch_size_count") == generated and grew("medexp_batch_size_sum") == generated
     assert grew("medexp_batch_size_bucket", le="1.0") == generated
     assert grew("medexp_time_to_first_token_seconds_count") == 4

@@ -33,6 +33,7 @@ def serve_config(tmp_path: Path, *overrides: str):
         ),
         ("limits.default_max_tokens=2048", "limits.default_max_tokens=2048 is over limits.max_tokens=1024"),
         ("limits.max_n=0", "limits.max_n must be a positive whole number, got 0: the most choices"),
+        ("limits.max_batch=0", "limits.max_batch must be a positive whole number, got 0: the most sequences"),
     ],
 )
 def test_bad_serve_settings_are_named(tmp_path, override, message):
