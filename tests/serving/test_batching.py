@@ -113,6 +113,7 @@ def served(tiny):
     import uvicorn
     from omegaconf import OmegaConf
 
+    from medexp.serving.adapters import Served
     from medexp.serving.app import create_app
     from medexp.serving.assistant import Assistant
 
@@ -120,7 +121,8 @@ def served(tiny):
         {"max_tokens": 64, "default_max_tokens": 16, "max_message_chars": 4000, "max_body_bytes": 65536,
          "max_concurrent": 8, "max_batch": 8, "max_queue": 8, "queue_timeout_s": 30, "max_n": 4}
     )  # fmt: skip
-    app = create_app(Assistant(tiny[0], tiny[1], "You answer medical questions.", "tiny"), limits)
+    assistant = Assistant(tiny[0], tiny[1], "You answer medical questions.", "tiny")
+    app = create_app(Served({"tiny": assistant}, base="tiny", merged=False), limits)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
