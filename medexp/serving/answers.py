@@ -89,11 +89,12 @@ def _together(
     running = len(threads)
     try:
         while running:
+            # checked at every piece: n busy choices never go quiet
+            if cancel is not None and cancel.is_set():
+                return
             try:
                 index, piece, first = arrived.get(timeout=0.1)
             except queue.Empty:
-                if cancel is not None and cancel.is_set():
-                    return
                 continue
             if piece is None:
                 running -= 1
