@@ -109,6 +109,7 @@ def build_trainer(
 
     from medexp.training.answer_head import score_answer_tokens_only
     from medexp.training.batching import check_examples_isolated, choose_batching
+    from medexp.training.eval_loss import token_mean_eval
     from medexp.training.memory_plan import apply, checkpoint_kwargs, plan_run
 
     batching = choose_batching(cfg.trainer, cfg.model, cuda=torch.cuda.is_available())
@@ -128,7 +129,7 @@ def build_trainer(
         **batching.trainer_kwargs(block_tokens=int(cfg.dataset.max_tokens)),
         completion_only_loss=True,  # loss on the answer tokens (completion_mask) only
     )
-    trainer = trl_trainer(SFTTrainer, args, cfg, model, tokenizer, data, callbacks)
+    trainer = trl_trainer(token_mean_eval(SFTTrainer), args, cfg, model, tokenizer, data, callbacks)
     columns = memory.levers.head_columns if memory is not None else None
     if score_answer_tokens_only(trainer.model, columns):
         log.info("LM head projects answer tokens only (medexp.training.answer_head)")
