@@ -101,7 +101,7 @@ def train(cfg: DictConfig) -> RunResult:
         metrics |= _finish(run, plans, datas[-1], outcome, steps)
     record_run(output_dir, tracker.run_id, cfg.tracking, finished=True, metrics=metrics)  # resume= says: done
 
-    log.info("%s", run_summary(cfg, metrics, output_dir, adapter_dir, tracker))
+    log.info("%s", run_summary(cfg, metrics, output_dir, adapter_dir, tracker, plans[-1].kind.progress))
     pruned_at = trial.pruned_at if trial is not None else None
     return RunResult(metrics, output_dir, adapter_dir, tracker.run_id, pruned_at, outcome.model)
 

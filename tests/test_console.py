@@ -103,6 +103,18 @@ def test_summary_without_tracking(tmp_path):
     assert "MLflow          off (tracking=none)" in text
 
 
+def test_summary_after_a_stage_judged_by_its_reward(tmp_path):
+    """A GRPO last stage: its eval_loss is the policy loss (~0), so the summary names its eval_reward instead."""
+    from medexp.tracking import Tracker
+    from medexp.tracking.summary import run_summary
+
+    metrics = {"eval_loss": 0.0, "eval_reward": 0.4375}
+    progress = ("eval_reward", "maximize")
+    text = run_summary(OmegaConf.create({}), metrics, tmp_path, tmp_path / "adapter", Tracker(), progress)
+    assert text.startswith("run finished: last eval_reward=0.4375 (maximized)\n")
+    assert "eval_loss" not in text
+
+
 def test_quiet_helpers_restore_and_respect_verbose():
     import datasets
     from transformers.utils import logging as hf_logging

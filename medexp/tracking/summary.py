@@ -23,12 +23,23 @@ HEADLINE = (
 
 
 def run_summary(
-    cfg: Any, metrics: Mapping[str, float], output_dir: Path, adapter_dir: Path, tracker: Any
+    cfg: Any,
+    metrics: Mapping[str, float],
+    output_dir: Path,
+    adapter_dir: Path,
+    tracker: Any,
+    progress: tuple[str, str] = ("eval_loss", "minimize"),
 ) -> str:
-    """The few lines a finished `python -m medexp.train` ends with: best eval_loss, the headline eval metrics,
-    where the run is in MLflow (and how to browse it), where the adapter is and how to serve it."""
+    """The few lines a finished `python -m medexp.train` ends with: best eval_loss (or, after a stage kind judged
+    by another metric, e.g. GRPO's eval_reward, its last value), the headline eval metrics, where the run is in
+    MLflow (and how to browse it), where the adapter is and how to serve it."""
     head = "run finished"
     best = metrics.get("eval_loss")
+    name = progress[0]
+    if name != "eval_loss":  # an RL stage's eval_loss is its policy loss (~0): say what judges it instead
+        best = None
+        if name in metrics:
+            head += f": last {name}={metrics[name]:.4f} ({progress[1]}d)"
     if best is not None:  # the best checkpoint's, which the adapter is; as a sweep's trial reports it
         base = metrics.get("eval/base/loss")
         head += f": best eval_loss={best:.4f}" + (f" (base model {base:.4f})" if base is not None else "")

@@ -202,7 +202,7 @@ def train_stage(stage: Stage, model: Any, tokenizer: Any, precision: str, tracke
         metrics.update(held_out_metrics(trainer, cfg.eval.metrics))
     tracker.log_metrics(metrics, step=trainer.state.global_step)
     # eval_loss is already a per-step curve in the run; the returned value is its best point.
-    metrics["eval_loss"] = best if best is not None else trainer.evaluate()["eval_loss"]
+    metrics |= {"eval_loss": best} if best is not None else _last_evaluation(kind, trainer)
 
     curves = {
         name: [(h["step"], h[key]) for h in trainer.state.log_history if key in h]
@@ -272,6 +272,14 @@ def _train(stage: Stage, trainer: Any, checkpoint: Path | None) -> None:
         # From a checkpoint: its adapter, optimizer, scheduler, RNG state and data position (seen batches skipped).
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     stop.raise_if_stopped(trainer.state.global_step, str(stage.output_dir / "checkpoints"))
+
+
+def _last_evaluation(kind: Any, trainer: Any) -> dict[str, float]:
+    """A kind that keeps its last policy (GRPO: no best checkpoint): eval_loss and its progress metric (GRPO's
+    eval_reward) at the last step, reused when the last step evaluated (its rollouts cost minutes on a CPU)."""
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    last = evals[-1] if evals and evals[-1]["step"] == trainer.state.global_step else trainer.evaluate()
+    return {name: float(last[name]) for name in {"eval_loss", kind.progress[0]} if name in last}
 
 
 def _save(stage: Stage, trainer: Any, tokenizer: Any, tracker: Any) -> None:

@@ -75,6 +75,8 @@ def test_sft_then_grpo_scores_the_held_out_questions_before_and_after_each_stage
     # before the first stage is the untouched base model (LoRA starts as a no-op)
     assert figures["sft", "before", "accuracy"] == pytest.approx(parent["eval/base/mc/validation/accuracy"])
     assert parent["eval/mc/validation/questions"] == 12
+    # the GRPO stage is judged by its rollouts' reward: its last evaluation's, reused, not run again
+    assert parent["stages/grpo/eval_reward"] == children["grpo"]["eval_reward"]
 
 
 def test_a_plain_run_or_the_switch_off_adds_no_stage_scores(tmp_path):
