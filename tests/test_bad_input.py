@@ -196,6 +196,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train", ["experiment=grpo_smoke", "reward.choice_correct=1"], "reward.choice_correct"),
     ("train", ["experiment=grpo_smoke", "stages.grpo.trainer.grpo_num_generations=3"], "grpo_num_generations=3"),
     ("train", ["experiment=grpo_smoke", "dataset@stages.grpo.dataset=pretrain_sample"], "kind=grpo"),
+    ("train", [*T, "dataset.answer_format=final_line"], "answer_format=final_line"),  # free text: no choice
     # --- a GRPO sweep judged on what its run never logs: no multiple-choice questions in free-text data ------
     ("train", ["--multirun", "hparams_search=grpo_optuna", "experiment=grpo_smoke"], "never logs"),
     ("train", ["--multirun", "hparams_search=grpo_optuna", "experiment=grpo_smoke", "optimized_metric=eval_loss", "hydra.sweeper.direction=minimize", 'hydra.sweeper.constraints=["eval/mc/validation/accuracy >= 0.3"]'], "never logs"),

@@ -43,6 +43,7 @@ class DatasetConfig:
     context_field: str | None = None  # a passage shown above the question (PubMedQA's abstract)
     input_field: str | None = None  # alpaca's input, shown below the instruction; null = detect `input`
     decision_field: str | None = None  # a yes/no/maybe verdict put first in the answer
+    answer_format: str = "leading"  # leading: "C. text"; final_line: reasoning, then `Answer: C` (GRPO's)
     messages_field: str | None = None  # multi-turn chats (OpenAI messages / ShareGPT); null = detect
     kind: str = MISSING  # qa, multiple_choice, conversation, text, preference, unpaired (medexp.data.readers)
     text_field: str | None = (
@@ -101,7 +102,8 @@ class DatasetConfig:
 
     @staticmethod
     def check(node: DictConfig, key: str, root: DictConfig) -> None:
-        """The data is named: a local file medexp can read, or a hub id."""
+        """The data is named: a local file medexp can read, or a hub id; final_line answers have a choice."""
+        _check_answer_format(node, key)
         if node.path is None:
             if not node.name:
                 raise UserError(
@@ -118,3 +120,22 @@ class DatasetConfig:
                 "launch from."
             )
         # the file's suffix is checked by the reader of its kind (medexp.data.readers), after validate
+
+
+def _check_answer_format(node: DictConfig, key: str) -> None:
+    fmt = node.get("answer_format", "leading")
+    if fmt not in ("leading", "final_line"):
+        raise UserError(
+            f"{key}.answer_format={fmt!r} is not a format medexp writes. Use leading (the choice first: "
+            f'"C. text", "Yes. ...") or final_line (reasoning, then a last line `Answer: X`, as a GRPO stage '
+            "rewards it)."
+        )
+    if fmt == "final_line" and not (
+        node.kind == "multiple_choice" or (node.kind == "qa" and node.decision_field)
+    ):
+        raise UserError(
+            f"{key}.answer_format=final_line needs answers with a choice to put on the last line: "
+            f"multiple-choice data ({key}.kind=multiple_choice) or yes/no/maybe decisions ({key}.decision_field, "
+            f"as PubMedQA), but this source is kind={node.kind} without a decision_field. Leave "
+            f"{key}.answer_format=leading for free-text answers."
+        )

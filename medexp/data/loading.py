@@ -14,7 +14,12 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawRecords:
     pairs, documents), rows that cannot be used dropped by reason. `key` names the config node in messages."""
     reader = reader_for(dataset_cfg.kind, key)
     reader.check_path(dataset_cfg, key)
-    return reader.read(dataset_cfg, key)
+    raw = reader.read(dataset_cfg, key)
+    if dataset_cfg.get("answer_format", "leading") == "final_line":  # as a GRPO stage rewards answers
+        from medexp.data.answer_line import final_line
+
+        raw = final_line(raw, dataset_cfg)
+    return raw
 
 
 def load_mixture(cfg: DictConfig) -> list[Source]:

@@ -27,6 +27,8 @@ def choice_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceIte
     pair from a source with a decision field ("Yes. ..." answers); None for plain QA pairs."""
     from medexp.data.readers import reader_for
 
+    if source_cfg.get("answer_format", "leading") == "final_line":
+        return _final_line_item(question, answer, source_cfg)
     if reader_for(str(source_cfg.kind)).lettered_options:
         _, sep, block = question.rpartition("\n\nOptions:\n")
         matches = [_OPTION.match(line) for line in block.splitlines()] if sep else []
@@ -39,6 +41,22 @@ def choice_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceIte
         verdict = answer.split(" ", 1)[0]
         return ChoiceItem(question, candidates, candidates.index(verdict)) if verdict in candidates else None
     return None
+
+
+def _final_line_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceItem | None:
+    """A final_line pair (medexp.data.answer_line): each candidate is the answer line itself (`Answer: C`,
+    `Answer: yes`), scored right after the question as if the model skipped its reasoning."""
+    from medexp.data.answer_line import answer_kind, gold_of
+
+    kind = answer_kind(source_cfg)
+    if kind == "letter":
+        _, sep, block = question.rpartition("\n\nOptions:\n")
+        choices = [m.group(1) for m in map(_OPTION.match, block.splitlines()) if m] if sep else []
+    else:
+        choices = list(VERDICTS)
+    gold = gold_of(answer, kind)
+    candidates = [f"Answer: {c}" for c in choices]
+    return ChoiceItem(question, candidates, choices.index(gold)) if gold in choices else None
 
 
 def candidate_logprobs(

@@ -107,7 +107,7 @@ def test_sft_then_grpo_composes_and_its_stages_check(tmp_path):
     ("dataset", "kind"), [("medmcqa", "letter"), ("pubmedqa", "decision"), ("sample", "free")]
 )
 def test_each_data_format_gets_its_answer_kind(tmp_path, dataset, kind):
-    from medexp.training.methods.grpo import answer_kind
+    from medexp.data.answer_line import answer_kind
 
     reward = "reward=qa" if kind == "free" else "reward=mc"
     overrides = ["experiment=grpo_smoke", f"dataset@stages.grpo.dataset={dataset}", reward]

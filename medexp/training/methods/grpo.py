@@ -23,7 +23,6 @@ validation prompts.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from medexp.config.errors import UserError
+from medexp.data.answer_line import FORMAT, answer_kind, gold_of
 from medexp.data.chat import chat_messages
 from medexp.data.prepared import PreparedData
-from medexp.data.readers import reader_for
 from medexp.data.records import QAPair
 from medexp.data.rows import RawRecords, Source
 from medexp.training.methods.base import StageKind
@@ -42,23 +41,9 @@ from medexp.training.rewards.registry import build_rewards, check_rewards
 
 log = logging.getLogger(__name__)
 
-FORMAT = {  # the required answer format, added to each question
-    "letter": "Think it through briefly, then end with a final line `Answer: X`, X being the option's letter.",
-    "decision": "Think it through briefly, then end with a final line `Answer: yes`, `Answer: no` or "
-    "`Answer: maybe`.",
-    "free": "Think it through briefly, then end with a final line `Answer: ` and your answer in one sentence.",
-}
-_GOLD = {"letter": re.compile(r"^([A-Z])\. "), "decision": re.compile(r"^(yes|no|maybe)\b", re.IGNORECASE)}
 VLLM_MEMORY = (
     0.3  # colocated vLLM's share of the GPU: the rest holds the policy, its optimizer and activations
 )
-
-
-def answer_kind(dataset_cfg: DictConfig) -> str:
-    """letter (multiple choice), decision (yes/no/maybe) or free (a reference answer only)."""
-    if reader_for(dataset_cfg.kind).lettered_options:
-        return "letter"
-    return "decision" if dataset_cfg.decision_field else "free"
 
 
 class GRPO(StageKind):
@@ -128,12 +113,10 @@ def prompt_dataset(pairs: Sequence[tuple[str, str]], kind: str, system: str) -> 
     prompts, golds = [], []
     for question, answer in pairs:
         messages = chat_messages(system, question)
-        messages[-1] = {**messages[-1], "content": f"{messages[-1]['content']}\n\n{FORMAT[kind]}"}
+        if not question.endswith(FORMAT[kind]):  # a final_line pair carries the instruction already
+            messages[-1] = {**messages[-1], "content": f"{messages[-1]['content']}\n\n{FORMAT[kind]}"}
         prompts.append(messages)
-        match = _GOLD[kind].match(answer) if kind in _GOLD else None
-        golds.append(
-            match.group(1).lower() if match and kind == "decision" else match.group(1) if match else ""
-        )
+        golds.append(gold_of(answer, kind))
     return datasets.Dataset.from_dict(
         {
             "prompt": prompts,

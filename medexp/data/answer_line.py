@@ -1,0 +1,68 @@
+"""`dataset.answer_format=final_line`: multiple-choice and yes/no/maybe answers written the way a GRPO stage's
+rewards read them, so an SFT stage before it teaches that format (a "cold start", as DeepSeek-R1's).
+
+`leading` (the default) writes the choice first: "C. Iron deficiency", "Yes. <explanation>". A GRPO stage asks
+for reasoning, then a final line `Answer: X` (medexp.training.rewards). Measured on the real SmolLM2-135M
+(docs/stages.md): after 124 SFT steps on PubMedQA in the leading format, not one of 480 GRPO completions ended with
+an answer line, so every group's rewards tied and 30 steps learned nothing. `final_line` writes the same pair as
+GRPO's prompt and the answer it rewards: the question with the same format instruction, then the explanation (or
+the option's text) and a last line `Answer: C` / `Answer: yes`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from omegaconf import DictConfig
+
+from medexp.data.records import QAPair
+from medexp.data.rows import RawRecords
+
+FORMAT = {  # the required answer format, added to each question (a GRPO prompt, a final_line pair)
+    "letter": "Think it through briefly, then end with a final line `Answer: X`, X being the option's letter.",
+    "decision": "Think it through briefly, then end with a final line `Answer: yes`, `Answer: no` or "
+    "`Answer: maybe`.",
+    "free": "Think it through briefly, then end with a final line `Answer: ` and your answer in one sentence.",
+}
+# the choice a leading-format answer starts with ("C. text", "Yes. explanation")
+LEADING = {"letter": re.compile(r"^([A-Z])\. "), "decision": re.compile(r"^(yes|no|maybe)\b", re.IGNORECASE)}
+ANSWER_LINE = re.compile(r"\n+Answer: (\S+)$")
+
+
+def answer_kind(dataset_cfg: DictConfig) -> str:
+    """letter (multiple choice), decision (yes/no/maybe) or free (a reference answer only)."""
+    from medexp.data.readers import reader_for
+
+    if reader_for(dataset_cfg.kind).lettered_options:
+        return "letter"
+    return "decision" if dataset_cfg.decision_field else "free"
+
+
+def gold_of(answer: str, kind: str) -> str:
+    """The option letter (upper case) or decision (lower case) of a pair's answer in either format; "" if none."""
+    line = ANSWER_LINE.search(answer)
+    if line:
+        return line.group(1).lower() if kind == "decision" else line.group(1)
+    match = LEADING[kind].match(answer) if kind in LEADING else None
+    if match is None:
+        return ""
+    return match.group(1).lower() if kind == "decision" else match.group(1)
+
+
+def final_line(raw: RawRecords, dataset_cfg: DictConfig) -> RawRecords:
+    """Each pair rewritten: question + the format instruction; the answer without its leading choice, then
+    `Answer: X` (a multiple-choice answer keeps its option's text as the reasoning line)."""
+    kind = answer_kind(dataset_cfg)
+    records = []
+    for pair in raw.records:
+        match = LEADING[kind].match(pair.answer)
+        if match is None or type(pair.question) is not str:  # no leading choice, or a multi-turn chat: kept
+            records.append(pair)
+            continue
+        choice = match.group(1)
+        rest = pair.answer[match.end() :].lstrip(" .") if kind == "decision" else pair.answer
+        said = choice.lower() if kind == "decision" else choice
+        question = f"{pair.question}\n\n{FORMAT[kind]}"
+        records.append(QAPair(question, f"{rest}\nAnswer: {said}" if rest else f"Answer: {said}"))
+    raw.records = records
+    return raw
