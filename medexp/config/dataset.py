@@ -130,12 +130,3 @@ def _check_answer_format(node: DictConfig, key: str) -> None:
             f'"C. text", "Yes. ...") or final_line (reasoning, then a last line `Answer: X`, as a GRPO stage '
             "rewards it)."
         )
-    if fmt == "final_line" and not (
-        node.kind == "multiple_choice" or (node.kind == "qa" and node.decision_field)
-    ):
-        raise UserError(
-            f"{key}.answer_format=final_line needs answers with a choice to put on the last line: "
-            f"multiple-choice data ({key}.kind=multiple_choice) or yes/no/maybe decisions ({key}.decision_field, "
-            f"as PubMedQA), but this source is kind={node.kind} without a decision_field. Leave "
-            f"{key}.answer_format=leading for free-text answers."
-        )

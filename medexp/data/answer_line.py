@@ -49,10 +49,28 @@ def gold_of(answer: str, kind: str) -> str:
     return match.group(1).lower() if kind == "decision" else match.group(1)
 
 
-def final_line(raw: RawRecords, dataset_cfg: DictConfig) -> RawRecords:
+def without_answer_line(pair: tuple[str, str]) -> tuple[str, str]:
+    """A final_line pair as near-duplicate removal compares it: without the instruction every question carries
+    (~20 shared words would push short questions over the threshold) and without the answer line."""
+    question, answer = pair
+    for instruction in FORMAT.values():
+        question = question.removesuffix(f"\n\n{instruction}")
+    return question, ANSWER_LINE.sub("", answer)
+
+
+def final_line(raw: RawRecords, dataset_cfg: DictConfig, key: str = "dataset") -> RawRecords:
     """Each pair rewritten: question + the format instruction; the answer without its leading choice, then
     `Answer: X` (a multiple-choice answer keeps its option's text as the reasoning line)."""
+    from medexp.config import UserError
+
     kind = answer_kind(dataset_cfg)
+    if kind == "free":
+        raise UserError(
+            f"{key}.answer_format=final_line needs answers with a choice to put on the last line: multiple-choice "
+            f"data ({key}.kind=multiple_choice) or yes/no/maybe decisions ({key}.decision_field, as PubMedQA), "
+            f"but this source is kind={dataset_cfg.kind} without a decision_field. Leave "
+            f"{key}.answer_format=leading for free-text answers."
+        )
     records = []
     for pair in raw.records:
         match = LEADING[kind].match(pair.answer)

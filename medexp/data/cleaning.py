@@ -38,8 +38,16 @@ def deduplicate(records: Sequence[R], dataset_cfg: DictConfig, dropped: Counter[
     if dataset_cfg.dedup:
         kept, dropped["duplicate"] = drop_duplicates(kept)
     if dataset_cfg.near_dup.threshold is not None:
+        from medexp.data.answer_line import without_answer_line
+
+        final = (
+            dataset_cfg.get("answer_format", "leading") == "final_line"
+        )  # the same instruction in every row
         kept, dropped["near_duplicate"] = drop_near_duplicates(
-            kept, float(dataset_cfg.near_dup.threshold), int(dataset_cfg.near_dup.num_perm)
+            kept,
+            float(dataset_cfg.near_dup.threshold),
+            int(dataset_cfg.near_dup.num_perm),
+            key=without_answer_line if final else None,
         )
     return kept
 

@@ -18,7 +18,7 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawRecords:
     if dataset_cfg.get("answer_format", "leading") == "final_line":  # as a GRPO stage rewards answers
         from medexp.data.answer_line import final_line
 
-        raw = final_line(raw, dataset_cfg)
+        raw = final_line(raw, dataset_cfg, key)
     return raw
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from medexp.config import UserError
@@ -26,17 +26,22 @@ def jaccard(a: str, b: str, words: int = 3) -> float:
 
 
 def drop_near_duplicates(
-    records: Sequence[R], threshold: float, num_perm: int = 128, words: int = 3
+    records: Sequence[R],
+    threshold: float,
+    num_perm: int = 128,
+    words: int = 3,
+    key: Callable[[R], Sequence[str]] | None = None,
 ) -> tuple[list[R], int]:
     """Records (tuples of texts: a question and answer, a preference row, a document) whose texts together have
-    a Jaccard similarity >= threshold to an earlier kept record are dropped.
+    a Jaccard similarity >= threshold to an earlier kept record are dropped. `key(record)`, when given, is the
+    texts compared instead (e.g. without an instruction every question carries).
 
     MinHash LSH proposes candidates (pairs whose similarity is near or above the threshold are found with high
     probability; more num_perm, fewer misses); each candidate is confirmed on the exact Jaccard similarity of
     the shingle sets, so nothing below the threshold is ever dropped. Deterministic: fixed MinHash seed."""
     from datasketch import MinHash, MinHashLSH
 
-    sets = [shingles(" ".join(record), words) for record in records]
+    sets = [shingles(" ".join(key(record) if key else record), words) for record in records]
     signatures = MinHash.bulk(sets, num_perm=num_perm, seed=1)
     try:
         # Bands tuned for recall (false negatives weighted 0.95): candidates are confirmed exactly below, so a

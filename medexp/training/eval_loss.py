@@ -5,6 +5,8 @@ in batches of 2 and of 8 gets two eval_loss (and perplexity) values: on the real
 when the memory budget split the eval batches of 8 into 2s (benchmarks/memory_budget.json). Runs compared in MLflow,
 early stopping and an Optuna sweep whose trials get different budgets would then rank batch sizes, not models. The
 subclass below adds up each batch's loss times its scored tokens and divides by all scored tokens at the end.
+Under data-parallel evaluation, the rows accelerate repeats to even out the last batch across processes count
+too (transformers' own loop trims them); a handful of rows in a validation split.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def token_mean_eval(trainer_class: type) -> type:
         _token_sums: list[float] | None = None  # [sum of loss x tokens, tokens] during an evaluation loop
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            tokens = scored_tokens(inputs) if "labels" in inputs or "shift_labels" in inputs else 0
+            labelled = inputs.get("labels") is not None or inputs.get("shift_labels") is not None
+            tokens = scored_tokens(inputs) if labelled else 0
             loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
             if self._token_sums is not None and loss is not None and tokens:
                 self._token_sums[0] += float(loss) * tokens
@@ -45,17 +48,19 @@ def token_mean_eval(trainer_class: type) -> type:
             ignore_keys=None,
             metric_key_prefix="eval",
         ):
-            import torch
-
             self._token_sums = [0.0, 0]
             try:
                 output = super().evaluation_loop(
                     dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
                 )
-                sums = torch.tensor(self._token_sums, dtype=torch.float64, device=self.accelerator.device)
+                total, tokens = self._token_sums
             finally:
                 self._token_sums = None
-            total, tokens = self.accelerator.reduce(sums, reduction="sum").tolist()
+            if self.accelerator.num_processes > 1:  # every rank's share (float64 on CUDA / CPU; no MPS DDP)
+                import torch
+
+                sums = torch.tensor([total, tokens], dtype=torch.float64, device=self.accelerator.device)
+                total, tokens = self.accelerator.reduce(sums, reduction="sum").tolist()
             key = f"{metric_key_prefix}_loss"
             if tokens and key in output.metrics:
                 output.metrics[key] = total / tokens

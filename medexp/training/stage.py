@@ -279,7 +279,8 @@ def _last_evaluation(kind: Any, trainer: Any) -> dict[str, float]:
     eval_reward) at the last step, reused when the last step evaluated (its rollouts cost minutes on a CPU)."""
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     last = evals[-1] if evals and evals[-1]["step"] == trainer.state.global_step else trainer.evaluate()
-    return {name: float(last[name]) for name in {"eval_loss", kind.progress[0]} if name in last}
+    names = {"eval_loss", kind.progress[0]}
+    return {name: float(last[name]) for name in names if last.get(name) is not None}  # None: no reward scored
 
 
 def _save(stage: Stage, trainer: Any, tokenizer: Any, tracker: Any) -> None:

@@ -53,9 +53,34 @@ def test_multiple_choice_answers_keep_the_option_text_then_the_letter(tmp_path):
 
 
 def test_final_line_on_free_text_or_an_unknown_format_is_refused(tmp_path):
-    assert "needs answers with a choice" in config_error(
-        ["experiment=smoke", "dataset.answer_format=final_line"], tmp_path
-    )
+    import pytest
+
+    from medexp.config import UserError
+
+    with pytest.raises(UserError, match="answer_format=final_line needs answers with a choice"):
+        load_pairs(_dataset(tmp_path, "dataset.answer_format=final_line"))  # the embedded free-text sample
     assert "answer_format='last'" in config_error(
         ["experiment=smoke", "dataset.answer_format=last"], tmp_path
     )
+
+
+def test_near_duplicates_are_judged_without_the_shared_instruction():
+    """The ~20 words of instruction every final_line question carries must not make different questions near
+    duplicates: these two are 0.83 similar as written, 0.89 with the instruction, and the threshold is 0.85."""
+    from collections import Counter
+
+    from omegaconf import OmegaConf
+
+    from medexp.data.cleaning import deduplicate
+    from medexp.data.near_dup import jaccard
+    from medexp.data.records import QAPair
+
+    base = "Does daily brisk walking for thirty minutes lower resting systolic blood pressure over twelve weeks in older adults with mild untreated hypertension"
+    answer = "Yes, walking lowered systolic pressure by a few points in the walkers.\nAnswer: yes"
+    rows = [QAPair(f"{q}\n\n{FORMAT['decision']}", answer) for q in (f"{base}?", f"{base} and diabetes?")]
+    assert jaccard(" ".join(rows[0]), " ".join(rows[1])) >= 0.85  # compared as written, one would go
+    cfg = OmegaConf.create(
+        {"dedup": True, "answer_format": "final_line", "near_dup": {"threshold": 0.85, "num_perm": 128}}
+    )
+    dropped: Counter = Counter()
+    assert deduplicate(rows, cfg, dropped) == rows and dropped["near_duplicate"] == 0
