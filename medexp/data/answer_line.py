@@ -11,22 +11,11 @@ the option's text) and a last line `Answer: C` / `Answer: yes`.
 
 from __future__ import annotations
 
-import re
-
 from omegaconf import DictConfig
 
+from medexp.data.answer_text import ANSWER_LINE, FORMAT, LEADING
 from medexp.data.records import QAPair
 from medexp.data.rows import RawRecords
-
-FORMAT = {  # the required answer format, added to each question (a GRPO prompt, a final_line pair)
-    "letter": "Think it through briefly, then end with a final line `Answer: X`, X being the option's letter.",
-    "decision": "Think it through briefly, then end with a final line `Answer: yes`, `Answer: no` or "
-    "`Answer: maybe`.",
-    "free": "Think it through briefly, then end with a final line `Answer: ` and your answer in one sentence.",
-}
-# the choice a leading-format answer starts with ("C. text", "Yes. explanation")
-LEADING = {"letter": re.compile(r"^([A-Z])\. "), "decision": re.compile(r"^(yes|no|maybe)\b", re.IGNORECASE)}
-ANSWER_LINE = re.compile(r"\n+Answer: (\S+)$")
 
 
 def answer_kind(dataset_cfg: DictConfig) -> str:
@@ -47,15 +36,6 @@ def gold_of(answer: str, kind: str) -> str:
     if match is None:
         return ""
     return match.group(1).lower() if kind == "decision" else match.group(1)
-
-
-def without_answer_line(pair: tuple[str, str]) -> tuple[str, str]:
-    """A final_line pair as near-duplicate removal compares it: without the instruction every question carries
-    (~20 shared words would push short questions over the threshold) and without the answer line."""
-    question, answer = pair
-    for instruction in FORMAT.values():
-        question = question.removesuffix(f"\n\n{instruction}")
-    return question, ANSWER_LINE.sub("", answer)
 
 
 def final_line(raw: RawRecords, dataset_cfg: DictConfig, key: str = "dataset") -> RawRecords:

@@ -38,7 +38,7 @@ def deduplicate(records: Sequence[R], dataset_cfg: DictConfig, dropped: Counter[
     if dataset_cfg.dedup:
         kept, dropped["duplicate"] = drop_duplicates(kept)
     if dataset_cfg.near_dup.threshold is not None:
-        from medexp.data.answer_line import without_answer_line
+        from medexp.data.answer_text import without_answer_line
 
         final = (
             dataset_cfg.get("answer_format", "leading") == "final_line"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medexp.data import load_pairs
-from medexp.data.answer_line import FORMAT
+from medexp.data.answer_text import FORMAT
 from medexp.evaluation.multiple_choice import choice_item
 from medexp.training.methods.grpo import prompt_dataset
 from medexp.training.rewards.builtin import answer_format, choice_correct

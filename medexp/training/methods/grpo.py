@@ -30,7 +30,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from medexp.config.errors import UserError
-from medexp.data.answer_line import FORMAT, answer_kind, gold_of
+from medexp.data.answer_line import answer_kind, gold_of
+from medexp.data.answer_text import FORMAT
 from medexp.data.chat import chat_messages
 from medexp.data.prepared import PreparedData
 from medexp.data.records import QAPair
