@@ -3,8 +3,8 @@ rewards read them, so an SFT stage before it teaches that format (a "cold start"
 
 `leading` (the default) writes the choice first: "C. Iron deficiency", "Yes. <explanation>". A GRPO stage asks
 for reasoning, then a final line `Answer: X` (medexp.training.rewards). Measured on the real SmolLM2-135M
-(docs/stages.md): after 124 SFT steps on PubMedQA in the leading format, not one of 480 GRPO completions ended with
-an answer line, so every group's rewards tied and 30 steps learned nothing. `final_line` writes the same pair as
+(docs/stages.md): after 124 SFT steps on PubMedQA in the leading format, not one of 208 GRPO completions (13 steps)
+ended with an answer line, so every group's rewards tied and GRPO had nothing to learn from. `final_line` writes the same pair as
 GRPO's prompt and the answer it rewards: the question with the same format instruction, then the explanation (or
 the option's text) and a last line `Answer: C` / `Answer: yes`.
 """
