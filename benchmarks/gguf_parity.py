@@ -20,12 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUESTIONS = [
-    "What causes epilepsy ?",
-    "How to prevent glaucoma ?",
-    "What is anemia?",
-    "Who is at risk for asthma?",
-]
+from benchmarks.questions import QUESTIONS  # noqa: E402 (after ROOT joins sys.path)
+
 NEW_TOKENS = 32
 
 

@@ -25,12 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-QUESTIONS = [
-    "What causes epilepsy ?",
-    "How to prevent glaucoma ?",
-    "What is anemia?",
-    "Who is at risk for asthma?",
-]
+from benchmarks.questions import QUESTIONS  # noqa: E402 (after ROOT joins sys.path)
+
 MAX_TOKENS = 24
 NAME = "medexp-smoke"
 
