@@ -38,16 +38,14 @@ def deduplicate(records: Sequence[R], dataset_cfg: DictConfig, dropped: Counter[
     if dataset_cfg.dedup:
         kept, dropped["duplicate"] = drop_duplicates(kept)
     if dataset_cfg.near_dup.threshold is not None:
-        from medexp.data.answer_text import without_answer_line
+        from medexp.data.answer_text import final_line_format, without_answer_line
 
-        final = (
-            dataset_cfg.get("answer_format", "leading") == "final_line"
-        )  # the same instruction in every row
         kept, dropped["near_duplicate"] = drop_near_duplicates(
             kept,
             float(dataset_cfg.near_dup.threshold),
             int(dataset_cfg.near_dup.num_perm),
-            key=without_answer_line if final else None,
+            # the same instruction in every final_line row would make different questions look alike
+            key=without_answer_line if final_line_format(dataset_cfg) else None,
         )
     return kept
 

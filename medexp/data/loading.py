@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from medexp.data.answer_text import final_line_format
 from medexp.data.readers import reader_for
 from medexp.data.readers.qa import VERDICTS
 from medexp.data.rows import RawRecords, Source
@@ -15,7 +16,7 @@ def load_pairs(dataset_cfg: DictConfig, key: str = "dataset") -> RawRecords:
     reader = reader_for(dataset_cfg.kind, key)
     reader.check_path(dataset_cfg, key)
     raw = reader.read(dataset_cfg, key)
-    if dataset_cfg.get("answer_format", "leading") == "final_line":  # as a GRPO stage rewards answers
+    if final_line_format(dataset_cfg):  # as a GRPO stage rewards answers
         from medexp.data.answer_line import final_line
 
         raw = final_line(raw, dataset_cfg, key)

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from medexp.data.answer_text import final_line_format, without_answer_line
 from medexp.data.loading import VERDICTS
 from medexp.data.prepare import chat_messages
 
@@ -27,12 +28,11 @@ def choice_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceIte
     pair from a source with a decision field ("Yes. ..." answers); None for plain QA pairs."""
     from medexp.data.readers import reader_for
 
-    if source_cfg.get("answer_format", "leading") == "final_line":
+    if final_line_format(source_cfg):
         return _final_line_item(question, answer, source_cfg)
     if reader_for(str(source_cfg.kind)).lettered_options:
-        _, sep, block = question.rpartition("\n\nOptions:\n")
-        matches = [_OPTION.match(line) for line in block.splitlines()] if sep else []
-        if not matches or not all(matches):
+        matches = _options(question)
+        if matches is None:
             return None
         candidates = [f"{m.group(1)}. {m.group(2)}" for m in matches]
         return ChoiceItem(question, candidates, candidates.index(answer)) if answer in candidates else None
@@ -43,6 +43,14 @@ def choice_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceIte
     return None
 
 
+def _options(question: str) -> list[re.Match[str]] | None:
+    """The lettered option lines of a question's "Options:" block; None without a block or with a line that is
+    not an option."""
+    _, sep, block = question.rpartition("\n\nOptions:\n")
+    matches = [_OPTION.match(line) for line in block.splitlines()] if sep else []
+    return matches if matches and all(matches) else None
+
+
 def _final_line_item(question: str, answer: str, source_cfg: DictConfig) -> ChoiceItem | None:
     """A final_line pair (medexp.data.answer_line): each candidate is the answer line itself (`Answer: C`,
     `Answer: yes`), scored right after the question as if the model skipped its reasoning."""
@@ -50,8 +58,8 @@ def _final_line_item(question: str, answer: str, source_cfg: DictConfig) -> Choi
 
     kind = answer_kind(source_cfg)
     if kind == "letter":
-        _, sep, block = question.rpartition("\n\nOptions:\n")
-        choices = [m.group(1) for m in map(_OPTION.match, block.splitlines()) if m] if sep else []
+        matches = _options(without_answer_line((question, answer))[0])
+        choices = [m.group(1) for m in matches or ()]
     else:
         choices = list(VERDICTS)
     gold = gold_of(answer, kind)
