@@ -11,7 +11,7 @@ from medexp.config.evaluation import HELD_OUT_METRICS
 from medexp.config.resolvers import assets_dir, register_resolvers
 from medexp.config.runtime import in_multirun, task_overrides
 from medexp.config.schema import TrainConfig
-from medexp.config.stages import stage_configs
+from medexp.config.stages import stage_configs, trained_system_prompt
 from medexp.config.tree import leaves, missing_keys
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "register_resolvers",
     "stage_configs",
     "task_overrides",
+    "trained_system_prompt",
     "validate",
 ]

@@ -44,3 +44,9 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
         stage_cfg.stages = {}
         out.append((str(name), stage_cfg))
     return out
+
+
+def trained_system_prompt(cfg: DictConfig) -> str:
+    """The system prompt a run trained with (its last stage's dataset's), as chat, serve, export and benchmark
+    apply it."""
+    return str(stage_configs(cfg)[-1][1].dataset.system_prompt).strip()

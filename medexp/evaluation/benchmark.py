@@ -152,14 +152,14 @@ def summary(results: dict) -> dict:
 def benchmark_source(cfg: DictConfig) -> dict[str, float]:
     """`python -m medexp.benchmark`: the tasks on the source's adapter and on its base, logged into the source's
     MLflow run (a new run when the source has none), the table printed and written under the output directory."""
-    from medexp.config import stage_configs
+    from medexp.config import trained_system_prompt
     from medexp.training.source import resolve_source
 
     output_dir = Path(cfg.paths.output_dir)
     manager = task_manager(cfg.include_path, list(cfg.tasks))  # names checked before any model is loaded
     check_tasks(list(cfg.tasks), manager)
     trained = resolve_source(cfg, output_dir / "source")
-    system_prompt = str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
+    system_prompt = trained_system_prompt(trained.config)
 
     from medexp.evaluation.generation import as_base
     from medexp.training.model import resolve_precision

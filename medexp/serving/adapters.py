@@ -22,8 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medexp.config import UserError
 from medexp.serving.assistant import Assistant
-
-BASE_ROWS = "__base__"  # peft's adapter name for rows the base model answers in a mixed batch
+from medexp.serving.engine import BASE_ROWS
 
 
 @dataclass
@@ -141,7 +140,7 @@ def check_together(sources: list[str], trained: list[Any], names: list[str], mod
 def load_served(cfg: DictConfig) -> Served:
     """Resolve every source (a bad one fails before torch loads), check they can share a base, load the base
     once with each adapter, and fold a single adapter into the weights where `cfg.merge` allows."""
-    from medexp.config import stage_configs
+    from medexp.config import trained_system_prompt
     from medexp.training.source import resolve
 
     sources = sources_of(cfg)
@@ -159,7 +158,7 @@ def load_served(cfg: DictConfig) -> Served:
     base = base_of(trained[0].config)["model"]
     assistants: dict[str, Assistant] = {}
     for i, (source, t, name) in enumerate(zip(sources, trained, names, strict=True)):
-        prompt = str(stage_configs(t.config)[-1][1].dataset.system_prompt).strip()
+        prompt = trained_system_prompt(t.config)
         adapter = None if merge else f"a{i}"
         assistants[name] = Assistant(model, tokenizers[i], prompt, name, adapter, base, source)
     if not merge and base not in assistants:

@@ -134,7 +134,7 @@ class Assistant:
 def load_assistant(cfg: DictConfig) -> Assistant:
     """Resolve `cfg.source` and load base + adapter (merged into the weights) on the best available device; the
     one-source loader of `medexp.chat` (`medexp.serve` loads through medexp.serving.adapters)."""
-    from medexp.config import stage_configs
+    from medexp.config import trained_system_prompt
     from medexp.training.source import load_trained, resolve_source
 
     trained = resolve_source(
@@ -150,7 +150,7 @@ def load_assistant(cfg: DictConfig) -> Assistant:
         model = model.merge_and_unload()  # (a 4-bit base stays unmerged: merging would re-quantize it)
     if torch.cuda.is_available() and trained.config.lora.quantization is None:
         model = model.to("cuda")
-    system_prompt = str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
+    system_prompt = trained_system_prompt(trained.config)
     name = cfg.model_name or f"medexp-{trained.run_id or trained.adapter_dir.parent.name}"
     return Assistant(model, tokenizer, system_prompt, str(name))
 

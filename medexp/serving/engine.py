@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+BASE_ROWS = "__base__"  # peft's adapter name for rows the base model answers in a mixed batch
+
 
 @dataclass
 class Decoding:
@@ -84,7 +86,7 @@ class Engine:
         self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
         # what a row without an adapter of its own decodes with in a batch that names adapters: the model as loaded
         active = getattr(model, "active_adapters", None) if hasattr(model, "get_base_model") else None
-        self.loaded_adapter = active[0] if isinstance(active, list) and len(active) == 1 else "__base__"
+        self.loaded_adapter = active[0] if isinstance(active, list) and len(active) == 1 else BASE_ROWS
         self.batcher = Batcher(self, max_batch)
 
     @property

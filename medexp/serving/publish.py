@@ -210,9 +210,10 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 def export_gguf(cfg: DictConfig, trained: Any, out: Path) -> Path:
     """format=gguf: the merged model as GGUF (merged/ reused, or a temporary merge); format=gguf_lora: the adapter
     as a GGUF LoRA. A Modelfile beside it (gguf.modelfile) prompts the model in Ollama as it was trained."""
+    from medexp.config import trained_system_prompt
     from medexp.serving import gguf, modelfile
 
-    folder, system = out / "gguf", _system(trained)
+    folder, system = out / "gguf", trained_system_prompt(trained.config)
     if cfg.format == "gguf_lora":
         written = gguf.export_gguf_lora(cfg, trained, folder)
         base = gguf.base_model_args(trained)[-1]
@@ -230,13 +231,6 @@ def export_gguf(cfg: DictConfig, trained: Any, out: Path) -> Path:
         if not cfg.merge:
             shutil.rmtree(merged, ignore_errors=True)
     return written
-
-
-def _system(trained: Any) -> str:
-    """The system prompt the run trained with (its last stage's), as chat and serve apply it."""
-    from medexp.config import stage_configs
-
-    return str(stage_configs(trained.config)[-1][1].dataset.system_prompt).strip()
 
 
 def export(cfg: DictConfig) -> Path:
