@@ -117,7 +117,7 @@ def unsupported_field(extra: dict[str, Any], implemented: list[str]) -> tuple[st
     return None
 
 
-def refusal(body: ChatRequest, served: str | list[str], limits: DictConfig, vocab: int) -> Refusal | None:
+def refusal(body: ChatRequest, served: list[str], limits: DictConfig, vocab: int) -> Refusal | None:
     """The first reason this chat request cannot be answered as asked by the models named `served` (a tokenizer
     of `vocab` tokens) under `limits` (ServeLimits), or None."""
     if (refused := common_refusal(body, ChatRequest, served, limits, vocab, 1)) is not None:
@@ -144,7 +144,7 @@ def refusal(body: ChatRequest, served: str | list[str], limits: DictConfig, voca
 
 
 def completion_refusal(
-    body: CompletionRequest, served: str | list[str], limits: DictConfig, vocab: int
+    body: CompletionRequest, served: list[str], limits: DictConfig, vocab: int
 ) -> Refusal | None:
     """The first reason this completions request cannot be answered as asked, or None; the prompt's length in
     tokens is judged once it is tokenized (`too_long`)."""
@@ -177,16 +177,15 @@ def completion_refusal(
 
 
 def common_refusal(
-    body: Any, model: type[BaseModel], served: str | list[str], limits: DictConfig, vocab: int, prompts: int
+    body: Any, model: type[BaseModel], served: list[str], limits: DictConfig, vocab: int, prompts: int
 ) -> Refusal | None:
     """What chat and completions requests may not ask alike: an unknown field, another model, too many choices,
     stop sequences beyond OpenAI's, a bad logit_bias."""
     if unsupported := unsupported_field(body.model_extra or {}, list(model.model_fields)):
         return Refusal(400, unsupported[1], unsupported[0], "unsupported_parameter")
-    names = [served] if isinstance(served, str) else list(served)
-    if body.model and body.model not in names:
-        listed = ", ".join(repr(n) for n in names)
-        lists = f"this server serves {listed} (GET /v1/models lists {'them' if len(names) > 1 else 'it'})"
+    if body.model and body.model not in served:
+        listed = ", ".join(repr(n) for n in served)
+        lists = f"this server serves {listed} (GET /v1/models lists {'them' if len(served) > 1 else 'it'})"
         message = (
             f"The model {body.model!r} does not exist here; {lists}. Leave model out or send one of them."
         )

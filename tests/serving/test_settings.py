@@ -53,10 +53,10 @@ def test_serving_beyond_loopback_is_warned_about(tmp_path, capsys):
 def test_a_request_is_refused_for_the_first_reason_only():
     limits = OmegaConf.create({"max_tokens": 64, "max_message_chars": 10, "max_n": 4})
     ask = {"messages": [{"role": "user", "content": "hi"}]}
-    assert refusal(ChatRequest(**ask), "m", limits, vocab=100) is None
-    refused = refusal(ChatRequest(**ask, model="other", max_tokens=65), "m", limits, vocab=100)
+    assert refusal(ChatRequest(**ask), ["m"], limits, vocab=100) is None
+    refused = refusal(ChatRequest(**ask, model="other", max_tokens=65), ["m"], limits, vocab=100)
     assert (refused.status, refused.param, refused.code) == (404, "model", "model_not_found")
-    refused = refusal(ChatRequest(**ask, max_tokens=65), "m", limits, vocab=100)
+    refused = refusal(ChatRequest(**ask, max_tokens=65), ["m"], limits, vocab=100)
     assert refused.status == 400 and "max_tokens=65 is over this server's cap of 64" in refused.message
-    refused = refusal(ChatRequest(**ask, logit_bias={"100": 1.0}), "m", limits, vocab=100)
+    refused = refusal(ChatRequest(**ask, logit_bias={"100": 1.0}), ["m"], limits, vocab=100)
     assert refused.param == "logit_bias" and "(0 to 99)" in refused.message
